@@ -1,0 +1,81 @@
+// Package broker defines what the hub needs from a message broker, and the
+// TLS helpers adapters share.
+//
+// Users hold a concrete adapter (memory.Broker, amqp.Broker, sqs.Broker) and
+// hand it to hub.New. Adapter authors implement [Broker]; the optional
+// [Delayer] lets the hub schedule delayed retries broker-side.
+//
+// # Consumer groups
+//
+// Every hub handler consumes through its own consumer group, named after the
+// handler: each message published to a topic reaches every group once, and
+// within a group the subscribers compete (one of them gets it). A message
+// published before a group first subscribes is kept for the topic's default
+// group, whose name is the topic itself; adapters that can, keep it for every
+// group they have declared.
+package broker
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// ErrClosed is returned by adapters used after Close.
+var ErrClosed = errors.New("broker: closed")
+
+// Broker is a Watermill Publisher and Subscriber with consumer groups.
+//
+// Publish, Subscribe and SubscribeGroup may be called concurrently. Close
+// stops every subscription and is safe to call more than once. A message
+// delivered on a subscription channel must be acked or nacked; a nacked one is
+// delivered again (to the same group). Closing a subscription (cancelling its
+// context) stops new deliveries; a message already delivered and not yet
+// acked stays owned by its handler until acked or nacked, and is delivered
+// again if nacked or if the broker is closed first.
+type Broker interface {
+	message.Publisher
+	// Subscribe joins the topic's default group, whose name is the topic.
+	message.Subscriber
+	// SubscribeGroup joins the consumer group g.Name of topic. Up to
+	// g.Prefetch messages may be delivered and not yet acked at once on the
+	// returned channel. The channel is closed when ctx is done or the broker
+	// is closed, once no delivered message is left unacked.
+	SubscribeGroup(ctx context.Context, topic string, g Group) (<-chan *message.Message, error)
+	// Name is the value of the OpenTelemetry attribute messaging.system,
+	// such as "rabbitmq", "aws_sqs" or "memory".
+	Name() string
+	// Ping returns nil when the broker is reachable.
+	Ping(ctx context.Context) error
+}
+
+// Group names a consumer group and how many unacked messages one
+// subscription of it may hold.
+type Group struct {
+	// Name of the group; empty means the topic's default group.
+	Name string
+	// Prefetch is the number of messages delivered and not yet acked that
+	// one subscription may hold. Zero means 1.
+	Prefetch int
+}
+
+// Delayer is implemented by brokers that can deliver a message later without
+// holding a goroutine for it (a timer, an AMQP TTL queue, SQS DelaySeconds).
+type Delayer interface {
+	// PublishDelayed delivers msgs to topic once delay has passed. When group
+	// is not empty only that consumer group receives them; otherwise every
+	// group of the topic does. It returns once the broker has accepted the
+	// messages.
+	PublishDelayed(ctx context.Context, topic, group string, delay time.Duration, msgs ...*message.Message) error
+}
+
+// GroupName returns the group a subscription with name joins: the topic
+// itself when name is empty.
+func GroupName(topic, name string) string {
+	if name == "" {
+		return topic
+	}
+	return name
+}
