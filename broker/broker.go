@@ -79,3 +79,10 @@ func GroupName(topic, name string) string {
 	}
 	return name
 }
+
+// Declarer is implemented by brokers that can create a consumer group's queue
+// ahead of its first subscription, so that messages published in between are
+// kept for it. The hub declares every handler's group when it is registered.
+type Declarer interface {
+	Declare(ctx context.Context, topic string, groups ...string) error
+}
