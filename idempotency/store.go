@@ -1,11 +1,3 @@
-// Package idempotency turns at-least-once delivery into effectively-once
-// handling: before a handler runs, the hub claims the message's key with a
-// lease; when the handler succeeds it completes the key, and a completed key
-// is never handled again while it is retained.
-//
-// [Store] is the contract for implementers. [MemoryStore] protects one
-// process; idempotency/redisstore and idempotency/pgstore protect a fleet.
-// Every store must pass idempotencytest.Run.
 package idempotency
 
 import (
@@ -18,7 +10,8 @@ import (
 
 // Sentinel errors.
 var (
-	// ErrEmptyKey is returned by Claim for an empty key.
+	// ErrEmptyKey is returned by every Store method that takes a key when
+	// the key is empty.
 	ErrEmptyKey = errors.New("idempotency: empty key")
 	// ErrLeaseLost is returned by Extend when the caller's claim is no longer
 	// held: the lease expired and another worker claimed the key, or it was
@@ -70,13 +63,18 @@ type Claim struct {
 // distributed stores, many processes. The context bounds the call only.
 type Store interface {
 	// Claim takes key for lease unless it is completed or held by a live
-	// lease. An expired lease can be claimed again.
+	// lease. An expired lease can be claimed again. lease must be positive.
+	// On an error the returned Claim is never Acquired: a store that cannot
+	// be reached never hands out a key.
 	Claim(ctx context.Context, key string, lease time.Duration) (Claim, error)
-	// Extend renews the lease of the claim identified by token, or returns
-	// ErrLeaseLost.
+	// Extend renews the lease of the claim identified by token to lease from
+	// now, or returns ErrLeaseLost when that claim is no longer held (its
+	// lease ended, or the key was released, completed or claimed again).
 	Extend(ctx context.Context, key, token string, lease time.Duration) error
-	// Complete marks key done for retention. It succeeds even if the lease
-	// was lost: the work is done either way.
+	// Complete marks key done for retention (positive): Claim answers
+	// Completed until retention has passed. It succeeds even if the lease
+	// was lost or the key is held by another claim: the work is done either
+	// way.
 	Complete(ctx context.Context, key, token string, retention time.Duration) error
 	// Release gives up the claim identified by token, so the key can be
 	// claimed again at once. Releasing a claim that is no longer held does
