@@ -1,0 +1,150 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/harvesthub/hub/broker"
+)
+
+// PublishOption configures one Publish.
+type PublishOption func(*publishConfig)
+
+type publishConfig struct {
+	key      string
+	id       string
+	delay    time.Duration
+	metadata []string // key, value pairs
+}
+
+// WithKey sets the idempotency key (hub-key). Messages with one key are
+// handled once per handler, however often they are published or delivered.
+// Defaults to the message ID, which is new on every Publish.
+func WithKey(key string) PublishOption { return func(c *publishConfig) { c.key = key } }
+
+// WithID sets the message ID. Defaults to a new UUID.
+func WithID(id string) PublishOption { return func(c *publishConfig) { c.id = id } }
+
+// WithMetadata adds a metadata entry. Keys the hub owns (see metadata.go)
+// are overwritten by the hub.
+func WithMetadata(key, value string) PublishOption {
+	return func(c *publishConfig) { c.metadata = append(c.metadata, key, value) }
+}
+
+// WithDelay delivers the message after d. The broker must implement
+// broker.Delayer (memory, amqp and sqs do).
+func WithDelay(d time.Duration) PublishOption { return func(c *publishConfig) { c.delay = d } }
+
+// ErrNoDelay is returned by Publish WithDelay on a broker that cannot delay.
+var ErrNoDelay = errors.New("hub: broker cannot delay messages")
+
+// Publish encodes v and publishes it to topic. It returns once the broker
+// has accepted the message (for RabbitMQ, once confirmed). It is safe for
+// concurrent use and works whether or not Run was called.
+func Publish[T any](ctx context.Context, h *Hub, topic string, v T, opts ...PublishOption) error {
+	if err := validTopic(topic); err != nil {
+		return err
+	}
+	var pc publishConfig
+	for _, o := range opts {
+		o(&pc)
+	}
+	if pc.delay < 0 {
+		return fmt.Errorf("%w: WithDelay(%v); a delay must not be negative", ErrInvalidConfig, pc.delay)
+	}
+	if h.closed() {
+		return ErrClosed
+	}
+	m, err := h.newMessage(ctx, schemaOf[T](&h.schemas), v, pc)
+	if err != nil {
+		return err
+	}
+	if pc.delay > 0 {
+		dl, ok := h.b.(broker.Delayer)
+		if !ok {
+			return fmt.Errorf("%w: %s", ErrNoDelay, h.b.Name())
+		}
+		ctx, done := h.tel.startPublish(ctx, topic, m)
+		err := dl.PublishDelayed(ctx, topic, "", pc.delay, m)
+		done(1, err)
+		if err != nil {
+			return fmt.Errorf("hub: publishing to %q with delay %v: %w", topic, pc.delay, err)
+		}
+		return nil
+	}
+	return h.publishMessages(ctx, topic, []*message.Message{m})
+}
+
+func (h *Hub) closed() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.st == stateClosed
+}
+
+// newMessage encodes v as a message with the hub's metadata.
+func (h *Hub) newMessage(ctx context.Context, info *schemaInfo, v any, pc publishConfig) (*message.Message, error) {
+	payload, err := h.cfg.Codec.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("hub: encoding %s as %s: %w", info.Name, h.cfg.Codec.ContentType(), err)
+	}
+	id := pc.id
+	if id == "" {
+		id = watermill.NewUUID()
+	}
+	m := message.NewMessage(id, payload)
+	md := make(message.Metadata, 8+len(pc.metadata)/2)
+	for i := 0; i+1 < len(pc.metadata); i += 2 {
+		md[pc.metadata[i]] = pc.metadata[i+1]
+	}
+	md[KeySchema] = info.Name
+	md[KeySchemaVersion] = info.version
+	md[KeyContentType] = h.cfg.Codec.ContentType()
+	md[KeyPublishedAt] = time.Now().UTC().Format(time.RFC3339Nano)
+	if pc.key != "" {
+		md[KeyKey] = pc.key
+	}
+	if cid := CorrelationID(ctx); cid != "" {
+		md[KeyCorrelationID] = cid
+	}
+	m.Metadata = md
+	if h.cfg.Encryption != nil {
+		keyID, sealed, err := h.cfg.Encryption.Encrypt(payload)
+		if err != nil {
+			return nil, fmt.Errorf("hub: encrypting %s: %w", info.Name, err)
+		}
+		m.Payload = sealed
+		md[KeyEncKeyID] = keyID
+	}
+	return m, nil
+}
+
+// publishMessages publishes encoded messages with telemetry.
+func (h *Hub) publishMessages(ctx context.Context, topic string, msgs []*message.Message) error {
+	ctx, done := h.tel.startPublish(ctx, topic, msgs...)
+	err := h.b.Publish(topic, msgs...)
+	done(len(msgs), err)
+	if err != nil {
+		return fmt.Errorf("hub: publishing to %q: %w", topic, err)
+	}
+	_ = ctx
+	return nil
+}
+
+type correlationKey struct{}
+
+// WithCorrelationID returns ctx carrying id; messages published with it
+// carry it as correlation_id, and Pipe outputs inherit their input's.
+func WithCorrelationID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, correlationKey{}, id)
+}
+
+// CorrelationID returns the correlation ID in ctx, or "".
+func CorrelationID(ctx context.Context) string {
+	id, _ := ctx.Value(correlationKey{}).(string)
+	return id
+}
