@@ -70,6 +70,7 @@ func Run(t *testing.T, newStore func(t *testing.T) idempotency.Store) {
 		{"EmptyKey", testEmptyKey},
 		{"NonPositiveDurations", testNonPositiveDurations},
 		{"OversizeKey", testOversizeKey},
+		{"BinaryKey", testBinaryKey},
 		{"KeysAreIndependent", testKeysAreIndependent},
 		{"CanceledContext", testCanceledContext},
 		{"UseAfterClose", testUseAfterClose},
@@ -311,6 +312,19 @@ func testOversizeKey(t *testing.T, s idempotency.Store, key string) {
 	at := key + strings.Repeat("z", idempotency.MaxKeyLen-len(key))
 	require.Equal(t, idempotency.Acquired, claim(t, s, at, longLease).Status)
 	require.Equal(t, idempotency.Acquired, claim(t, s, at+"z", longLease).Status)
+}
+
+func testBinaryKey(t *testing.T, s idempotency.Store, key string) {
+	// Keys are arbitrary bytes: NUL and invalid UTF-8 must work and stay
+	// distinct.
+	a := key + "\x00\xff"
+	b := key + "\x00\xfe"
+	ca := claim(t, s, a, longLease)
+	require.Equal(t, idempotency.Acquired, ca.Status)
+	require.Equal(t, idempotency.Acquired, claim(t, s, b, longLease).Status)
+	require.Equal(t, idempotency.Acquired, claim(t, s, key, longLease).Status)
+	require.NoError(t, s.Complete(context.Background(), a, ca.Token, longLease))
+	require.Equal(t, idempotency.Completed, claim(t, s, a, longLease).Status)
 }
 
 func testKeysAreIndependent(t *testing.T, s idempotency.Store, key string) {
