@@ -1,0 +1,134 @@
+package amqp
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"time"
+
+	"github.com/harvesthub/hub/broker"
+)
+
+// Defaults of [Config].
+const (
+	URLDefault               = "amqp://guest:guest@127.0.0.1:5672/"
+	PublisherChannelsDefault = 8
+	PrefetchDefault          = 1
+	ReconnectMinDefault      = 100 * time.Millisecond
+	ReconnectMaxDefault      = 5 * time.Second
+	PublishTimeoutDefault    = 30 * time.Second
+	DialTimeoutDefault       = 10 * time.Second
+)
+
+// Queue types of [Config.QueueType].
+const (
+	QueueClassic = "classic"
+	QueueQuorum  = "quorum"
+)
+
+// Config configures a [Broker]. The zero value connects to a local RabbitMQ
+// as guest with durable topology and publisher confirms.
+type Config struct {
+	// URL of the RabbitMQ server, amqp:// or amqps://. Defaults to
+	// URLDefault (amqp://guest:guest@127.0.0.1:5672/).
+	URL string
+	// TLS, when set, is the mutual-TLS identity used for amqps:// URLs;
+	// rotated files are picked up at the next (re)connection. Setting it
+	// with an amqp:// URL is an error. Defaults to nil (amqps:// URLs then
+	// verify the server against the system pool, without a client
+	// certificate).
+	TLS *broker.TLSFiles
+	// Transient declares exchanges and queues non-durable and publishes
+	// messages non-persistent: faster, but a broker restart loses them.
+	// Defaults to false (durable topology, persistent messages).
+	Transient bool
+	// QueueType is the type of group queues: QueueClassic or QueueQuorum.
+	// Quorum queues count redeliveries exactly (x-delivery-count); classic
+	// queues only flag them, so a redelivered message reads as its second
+	// delivery. Defaults to QueueClassic.
+	QueueType string
+	// PublisherChannels is the number of AMQP channels publishes are spread
+	// over; each is in confirm mode when Confirms is on. Defaults to 8.
+	PublisherChannels int
+	// NoConfirms turns publisher confirms off: Publish then returns once the
+	// messages are written to the socket, and a broker crash can lose them.
+	// Defaults to false (confirms on: Publish returns after the broker has
+	// confirmed every message, confirms awaited together, not one by one).
+	NoConfirms bool
+	// Prefetch is the basic.qos of subscriptions whose Group.Prefetch is
+	// zero (Subscribe, and SubscribeGroup without a Prefetch). Deliveries
+	// of one subscription are handed out concurrently up to the prefetch.
+	// Defaults to 1; a Group.Prefetch above zero takes precedence.
+	Prefetch int
+	// ExchangePrefix and QueuePrefix are prepended to every exchange and
+	// queue name. Default to "".
+	ExchangePrefix string
+	QueuePrefix    string
+	// ReconnectMin and ReconnectMax bound the exponential backoff between
+	// reconnection attempts after the connection is lost. Reconnection goes
+	// on until Close. Default to 100ms and 5s.
+	ReconnectMin time.Duration
+	ReconnectMax time.Duration
+	// PublishTimeout bounds how long Publish (which takes no context) waits
+	// for a connection and for its confirms. Defaults to 30s.
+	PublishTimeout time.Duration
+	// DialTimeout bounds one TCP (and TLS) connection attempt. Defaults to
+	// 10s.
+	DialTimeout time.Duration
+	// Logger receives connection losses and reconnections. Defaults to
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+// withDefaults returns a copy of c with defaults filled in, or an error
+// naming the bad setting.
+func (c Config) withDefaults() (Config, error) {
+	c.URL = cmp.Or(c.URL, URLDefault)
+	c.QueueType = cmp.Or(c.QueueType, QueueClassic)
+	c.PublisherChannels = cmp.Or(c.PublisherChannels, PublisherChannelsDefault)
+	c.Prefetch = cmp.Or(c.Prefetch, PrefetchDefault)
+	c.ReconnectMin = cmp.Or(c.ReconnectMin, ReconnectMinDefault)
+	c.ReconnectMax = cmp.Or(c.ReconnectMax, ReconnectMaxDefault)
+	c.PublishTimeout = cmp.Or(c.PublishTimeout, PublishTimeoutDefault)
+	c.DialTimeout = cmp.Or(c.DialTimeout, DialTimeoutDefault)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+
+	u, err := url.Parse(c.URL)
+	switch {
+	case err != nil:
+		return c, fmt.Errorf("amqp: Config.URL: %w", err)
+	case u.Scheme != "amqp" && u.Scheme != "amqps":
+		return c, fmt.Errorf("amqp: Config.URL %q: scheme must be amqp or amqps", redact(c.URL))
+	case c.TLS != nil && u.Scheme != "amqps":
+		return c, errors.New("amqp: Config.TLS is set but Config.URL is not amqps://")
+	case c.QueueType != QueueClassic && c.QueueType != QueueQuorum:
+		return c, fmt.Errorf("amqp: Config.QueueType %q: use %q or %q", c.QueueType, QueueClassic, QueueQuorum)
+	case c.QueueType == QueueQuorum && c.Transient:
+		return c, errors.New("amqp: quorum queues are always durable; unset Config.Transient")
+	case c.PublisherChannels < 0:
+		return c, fmt.Errorf("amqp: Config.PublisherChannels %d: must be positive", c.PublisherChannels)
+	case c.Prefetch < 0:
+		return c, fmt.Errorf("amqp: Config.Prefetch %d: must be positive", c.Prefetch)
+	case c.ReconnectMin < 0 || c.ReconnectMax < c.ReconnectMin:
+		return c, fmt.Errorf("amqp: Config.ReconnectMin %v and ReconnectMax %v: need 0 < min <= max", c.ReconnectMin, c.ReconnectMax)
+	case c.PublishTimeout < 0 || c.DialTimeout < 0:
+		return c, errors.New("amqp: Config.PublishTimeout and DialTimeout must be positive")
+	}
+	return c, nil
+}
+
+// redact hides the password of an AMQP URL for error messages.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
+}

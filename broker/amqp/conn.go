@@ -1,0 +1,166 @@
+package amqp
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/harvesthub/hub/broker"
+)
+
+// conn owns the AMQP connection and replaces it when it is lost.
+type conn struct {
+	cfg     Config
+	log     *slog.Logger
+	closing <-chan struct{}
+
+	mu    sync.Mutex
+	c     *amqp091.Connection
+	gen   uint64        // incremented on every new connection
+	ready chan struct{} // closed once c is usable
+	down  chan struct{} // closed once c is lost
+}
+
+func dial(cfg Config) (*amqp091.Connection, error) {
+	ac := amqp091.Config{
+		Heartbeat: 10 * time.Second,
+		Locale:    "en_US",
+		Dial:      amqp091.DefaultDial(cfg.DialTimeout),
+	}
+	if cfg.TLS != nil {
+		tc, err := cfg.TLS.Config()
+		if err != nil {
+			return nil, err
+		}
+		ac.TLSClientConfig = tc
+	} else {
+		ac.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	c, err := amqp091.DialConfig(cfg.URL, ac)
+	if err != nil {
+		return nil, fmt.Errorf("amqp: connect to %s: %w", redact(cfg.URL), err)
+	}
+	return c, nil
+}
+
+// newConn connects once; the connection is then kept up by run.
+func newConn(cfg Config, closing <-chan struct{}) (*conn, error) {
+	c, err := dial(cfg)
+	if err != nil {
+		return nil, err
+	}
+	ready := make(chan struct{})
+	close(ready)
+	return &conn{cfg: cfg, log: cfg.Logger, closing: closing, c: c, gen: 1, ready: ready, down: make(chan struct{})}, nil
+}
+
+// get returns the current connection and its generation, waiting for a
+// reconnection when it is down.
+func (c *conn) get(ctx context.Context) (*amqp091.Connection, uint64, error) {
+	for {
+		c.mu.Lock()
+		cur, gen, ready, down := c.c, c.gen, c.ready, c.down
+		c.mu.Unlock()
+		select {
+		case <-ready:
+			if !cur.IsClosed() {
+				return cur, gen, nil
+			}
+			// Lost, and run has not noticed yet: wait for it to.
+			select {
+			case <-down:
+			case <-ctx.Done():
+				return nil, 0, fmt.Errorf("amqp: waiting for a connection: %w", ctx.Err())
+			case <-c.closing:
+				return nil, 0, broker.ErrClosed
+			}
+		case <-ctx.Done():
+			return nil, 0, fmt.Errorf("amqp: waiting for a connection: %w", ctx.Err())
+		case <-c.closing:
+			return nil, 0, broker.ErrClosed
+		}
+	}
+}
+
+// run watches the connection and reconnects with backoff until closing.
+// It closes the last connection on return.
+func (c *conn) run() {
+	defer func() {
+		c.mu.Lock()
+		cur := c.c
+		c.mu.Unlock()
+		if cur != nil && !cur.IsClosed() {
+			_ = cur.Close()
+		}
+	}()
+	for {
+		c.mu.Lock()
+		cur := c.c
+		c.mu.Unlock()
+		notify := cur.NotifyClose(make(chan *amqp091.Error, 1))
+		select {
+		case <-c.closing:
+			return
+		case err := <-notify:
+			c.mu.Lock()
+			c.ready = make(chan struct{})
+			close(c.down)
+			c.mu.Unlock()
+			c.log.Warn("amqp: connection lost, reconnecting", "error", errString(err))
+		}
+
+		bo := backoff.NewExponentialBackOff()
+		bo.InitialInterval = c.cfg.ReconnectMin
+		bo.MaxInterval = c.cfg.ReconnectMax
+		bo.MaxElapsedTime = 0
+		timer := time.NewTimer(0)
+		for {
+			select {
+			case <-c.closing:
+				timer.Stop()
+				return
+			case <-timer.C:
+			}
+			next, err := dial(c.cfg)
+			if err == nil {
+				c.mu.Lock()
+				c.c = next
+				c.gen++
+				c.down = make(chan struct{})
+				close(c.ready)
+				c.mu.Unlock()
+				c.log.Info("amqp: reconnected", "url", redact(c.cfg.URL))
+				break
+			}
+			d := bo.NextBackOff()
+			c.log.Debug("amqp: reconnect failed", "error", err, "retry_in", d)
+			timer.Reset(d)
+		}
+	}
+}
+
+func errString(err *amqp091.Error) string {
+	if err == nil {
+		return "closed"
+	}
+	return err.Error()
+}
+
+// errNotConnected is returned by Ping while reconnecting.
+var errNotConnected = errors.New("amqp: not connected (reconnecting)")
+
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}

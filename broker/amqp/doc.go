@@ -1,0 +1,49 @@
+// Package amqp is the RabbitMQ adapter of the hub: a [broker.Broker],
+// [broker.Delayer] and [broker.Declarer] built directly on
+// github.com/rabbitmq/amqp091-go. It passes Watermill's universal Pub/Sub
+// test suite, reconnect test included.
+//
+//	b, err := amqp.New(amqp.Config{URL: "amqps://rabbit:5671/", TLS: &broker.TLSFiles{...}})
+//
+// # Topology
+//
+// A topic is a durable fanout exchange named after it. A consumer group is a
+// durable queue "<topic>.<group>" bound to the exchange; the topic's default
+// group (Subscribe, or a group with an empty name) is the queue "<topic>".
+// Subscribers of one group, in any process, compete for its messages; every
+// group gets every message. Publish declares the exchange and the default
+// group queue on first use, so a message published before any subscriber
+// exists waits in the default group's queue; [Broker.Declare] creates other
+// groups' queues ahead of their first subscription.
+//
+// # Publishing
+//
+// Publishes are spread over Config.PublisherChannels channels in confirm
+// mode. A call writes all its messages, then awaits their confirms together,
+// and concurrent calls share channels, so confirms are pipelined instead of
+// costing a round trip each. Publish returns after every message is
+// confirmed; a message whose channel dies before its confirm (a lost
+// connection) is sent again once reconnected, within Config.PublishTimeout,
+// so a publish either succeeds (possibly delivering a duplicate) or returns
+// an error, never loses a message silently.
+//
+// # Delayed retries
+//
+// [Broker.PublishDelayed] uses RabbitMQ's own dead-lettering, no plugin: per
+// delay tier (powers of two from 125ms, see [DelayTier]) and target, a queue
+// with x-message-ttl set to the tier dead-letters to the target group's
+// queue (through the default exchange) or to the topic's exchange (every
+// group). A waiting retry holds no goroutine and survives worker restarts.
+//
+// # Consuming
+//
+// Deliveries are handed out concurrently up to the prefetch (basic.qos);
+// Ack and Nack become basic.ack and basic.nack with requeue. Redelivered
+// messages carry the hub-delivery-count metadata. After a lost connection
+// the broker reconnects with backoff and subscriptions consume again.
+//
+// # Messages on the wire
+//
+// The message UUID is the AMQP message-id, metadata are string headers, the
+// payload is the body, and messages are persistent unless Config.Transient.
+package amqp

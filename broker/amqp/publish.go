@@ -1,0 +1,138 @@
+package amqp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/harvesthub/hub/broker"
+)
+
+// publisher spreads publishes over a fixed set of channels in confirm mode.
+// A batch is written without waiting, then its confirms are awaited
+// together, so throughput is bounded by bandwidth, not by round trips.
+type publisher struct {
+	b     *Broker
+	next  atomic.Uint64
+	slots []pubSlot
+}
+
+type pubSlot struct {
+	mu sync.Mutex
+	ch *amqp091.Channel
+}
+
+func newPublisher(b *Broker) *publisher {
+	return &publisher{b: b, slots: make([]pubSlot, b.cfg.PublisherChannels)}
+}
+
+// channel returns an open channel of the pool, opening it (after a
+// reconnection if need be) when the previous one was closed.
+func (p *publisher) channel(ctx context.Context) (*amqp091.Channel, error) {
+	s := &p.slots[p.next.Add(1)%uint64(len(p.slots))]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ch != nil && !s.ch.IsClosed() {
+		return s.ch, nil
+	}
+	for {
+		c, _, err := p.b.conn.get(ctx)
+		if err != nil {
+			return nil, err
+		}
+		ch, err := c.Channel()
+		if err == nil && !p.b.cfg.NoConfirms {
+			if err = ch.Confirm(false); err != nil {
+				_ = ch.Close()
+			}
+		}
+		if err == nil {
+			s.ch = ch
+			return ch, nil
+		}
+		if !errors.Is(err, amqp091.ErrClosed) {
+			return nil, fmt.Errorf("amqp: open publisher channel: %w", err)
+		}
+		// The connection went down under us: wait for the next one.
+	}
+}
+
+// publish sends msgs to exchange with routing key and returns once every
+// one is confirmed. Messages whose channel closes before their confirm
+// arrives (a lost connection) are sent again on a new channel until ctx is
+// done: a message may then be delivered twice, never lost silently.
+func (p *publisher) publish(ctx context.Context, exchange, key string, msgs []*message.Message) error {
+	pending := msgs
+	for len(pending) > 0 {
+		ch, err := p.channel(ctx)
+		if err != nil {
+			return fmt.Errorf("amqp: publish to %q: %w", exchange, err)
+		}
+		var retry []*message.Message
+		dcs := make([]*amqp091.DeferredConfirmation, 0, len(pending))
+		sent := pending
+		for i, m := range pending {
+			dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, false, false, p.b.marshal(m))
+			if err != nil {
+				if errors.Is(err, amqp091.ErrClosed) && ctx.Err() == nil {
+					retry = append(retry, pending[i:]...)
+					sent = pending[:i]
+					break
+				}
+				return fmt.Errorf("amqp: publish message %s to %q: %w", m.UUID, exchange, err)
+			}
+			dcs = append(dcs, dc) // nil when confirms are off
+		}
+		for i, dc := range dcs {
+			if dc == nil {
+				continue
+			}
+			ok, err := dc.WaitContext(ctx)
+			if err != nil {
+				return fmt.Errorf("amqp: waiting for the confirm of message %s: %w", sent[i].UUID, err)
+			}
+			if !ok {
+				if !ch.IsClosed() {
+					return fmt.Errorf("amqp: message %s to %q: %w", sent[i].UUID, exchange, ErrNacked)
+				}
+				retry = append(retry, sent[i])
+			}
+		}
+		if len(retry) > 0 {
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("amqp: publish to %q: %d messages unconfirmed: %w", exchange, len(retry), err)
+			}
+			if p.b.isClosed() {
+				return fmt.Errorf("amqp: publish to %q: %d messages unconfirmed: %w", exchange, len(retry), broker.ErrClosed)
+			}
+		}
+		pending = retry
+	}
+	return nil
+}
+
+// ErrNacked is returned when RabbitMQ refuses a published message
+// (basic.nack: an internal error of the queue).
+var ErrNacked = errors.New("amqp: message nacked by the broker")
+
+// marshal maps a message to an AMQP publishing: UUID in MessageId, metadata
+// in headers, payload as body, persistent unless the broker is transient.
+func (b *Broker) marshal(m *message.Message) amqp091.Publishing {
+	headers := make(amqp091.Table, len(m.Metadata))
+	for k, v := range m.Metadata {
+		headers[k] = v
+	}
+	p := amqp091.Publishing{Headers: headers, MessageId: m.UUID, Body: m.Payload}
+	if !b.cfg.Transient {
+		p.DeliveryMode = amqp091.Persistent
+	}
+	if ct := m.Metadata.Get(keyContentType); ct != "" {
+		p.ContentType = ct
+	}
+	return p
+}
