@@ -12,11 +12,25 @@ import (
 )
 
 func TestMemoryStoreConformance(t *testing.T) {
-	idempotencytest.Run(t, func(t *testing.T) idempotency.Store {
-		s, err := idempotency.NewMemoryStore(idempotency.MemoryConfig{SweepInterval: 50 * time.Millisecond})
-		require.NoError(t, err)
-		return s
-	})
+	for _, tc := range []struct {
+		name string
+		cfg  idempotency.MemoryConfig
+	}{
+		// Answers must not depend on the sweeper: with the default interval
+		// it never runs during the suite; with a short one it runs all the
+		// time.
+		{"DefaultSweep", idempotency.MemoryConfig{}},
+		{"FrequentSweep", idempotency.MemoryConfig{SweepInterval: 10 * time.Millisecond}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			idempotencytest.Run(t, func(t *testing.T) idempotency.Store {
+				s, err := idempotency.NewMemoryStore(tc.cfg)
+				require.NoError(t, err)
+				return s
+			})
+		})
+	}
 }
 
 func TestMemoryConfigRejectsNegativeSweepInterval(t *testing.T) {
