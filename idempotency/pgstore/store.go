@@ -269,12 +269,13 @@ func (s *Store) Release(ctx context.Context, key, token string) error {
 	return nil
 }
 
-// Ping checks that the database is reachable.
+// Ping checks that the database is reachable and the store's table exists
+// (so a readiness probe fails until Migrate has run), in one round trip.
 func (s *Store) Ping(ctx context.Context) error {
 	if s.closed.Load() {
 		return idempotency.ErrClosed
 	}
-	if err := s.pool.Ping(ctx); err != nil {
+	if _, err := s.pool.Exec(ctx, `SELECT FROM `+s.table+` LIMIT 0`); err != nil {
 		return fmt.Errorf("pgstore: ping: %w", err)
 	}
 	return nil

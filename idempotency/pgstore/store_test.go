@@ -167,9 +167,13 @@ func TestUseBeforeMigrateIsAnError(t *testing.T) {
 	s, err := pgstore.New(pool, pgstore.Config{Table: tableName(t, pool), CleanupInterval: -1})
 	require.NoError(t, err)
 	defer s.Close()
-	c, err := s.Claim(context.Background(), "k", time.Minute)
+	ctx := context.Background()
+	require.ErrorContains(t, s.Ping(ctx), "does not exist", "Ping reports the missing table")
+	c, err := s.Claim(ctx, "k", time.Minute)
 	require.ErrorContains(t, err, "pgstore: claim")
 	require.NotEqual(t, idempotency.Acquired, c.Status)
+	require.NoError(t, s.Migrate(ctx))
+	require.NoError(t, s.Ping(ctx))
 }
 
 func TestUnreachableServerIsAnError(t *testing.T) {
