@@ -185,6 +185,9 @@ func (b *Broker) Publish(topic string, msgs ...*message.Message) error {
 		if len(out.Failed) > 0 {
 			return batchFailure("publish to topic "+topic, batch, snsFailures(out.Failed))
 		}
+		if len(out.Successful) != len(batch) {
+			return fmt.Errorf("sqs: publish to topic %s: %d of %d messages accepted", topic, len(out.Successful), len(batch))
+		}
 	}
 	return nil
 }

@@ -21,7 +21,7 @@ import (
 // the payload as the message body and every other part in one String
 // attribute, [EnvelopeAttribute], holding JSON: the message UUID, all
 // metadata, whether the body is base64 (payloads that are empty or not
-// valid SQS text, such as ciphertext) and, for delays longer than SQS's 15
+// valid SQS text, such as ciphertext), whether it is empty and, for delays longer than SQS's 15
 // minutes, the time before which the message must not be handed out.
 //
 // Messages without the attribute (sent by Watermill's SQS publisher or by
@@ -42,6 +42,8 @@ type envelope struct {
 	UUID     string            `json:"id"`
 	Metadata map[string]string `json:"md,omitempty"`
 	Base64   bool              `json:"b64,omitempty"`
+	// Empty marks an empty payload: SQS and SNS need a body, so it is "-".
+	Empty bool `json:"e,omitempty"`
 	// NotBefore is a Unix time in milliseconds: a message received earlier
 	// is sent again with the remaining delay instead of being delivered.
 	NotBefore int64 `json:"nb,omitempty"`
@@ -69,7 +71,10 @@ func (w wireMessage) size() int {
 func encode(msg *message.Message, notBefore time.Time) (wireMessage, error) {
 	env := envelope{UUID: msg.UUID, Metadata: msg.Metadata}
 	body := string(msg.Payload)
-	if len(body) == 0 || !validText(body) {
+	switch {
+	case len(body) == 0:
+		body, env.Empty = "-", true
+	case !validText(body):
 		body = base64.StdEncoding.EncodeToString(msg.Payload)
 		env.Base64 = true
 	}
@@ -122,7 +127,9 @@ func decode(m types.Message) (decoded, error) {
 		return decoded{}, fmt.Errorf("sqs: message %s: bad %s attribute: %w", aws.ToString(m.MessageId), EnvelopeAttribute, err)
 	}
 	payload := []byte(body)
-	if env.Base64 {
+	if env.Empty {
+		payload = nil
+	} else if env.Base64 {
 		var err error
 		if payload, err = base64.StdEncoding.DecodeString(body); err != nil {
 			return decoded{}, fmt.Errorf("sqs: message %s: body is not base64: %w", env.UUID, err)
