@@ -62,6 +62,7 @@ func Run(t *testing.T, newStore func(t *testing.T) idempotency.Store) {
 		{"LeaseExpiry", testLeaseExpiry},
 		{"ExtendKeepsLease", testExtendKeepsLease},
 		{"ExtendWithoutLease", testExtendWithoutLease},
+		{"ExtendAfterExpiry", testExtendAfterExpiry},
 		{"RetentionExpiry", testRetentionExpiry},
 		{"ReleaseThenReclaim", testReleaseThenReclaim},
 		{"StaleReleaseKeepsNewHolder", testStaleReleaseKeepsNewHolder},
@@ -201,6 +202,19 @@ func testExtendWithoutLease(t *testing.T, s idempotency.Store, key string) {
 	require.NoError(t, s.Complete(ctx, key, c.Token, longLease))
 	require.ErrorIs(t, s.Extend(ctx, key, c.Token, longLease), idempotency.ErrLeaseLost, "Extend after Complete")
 	require.Equal(t, idempotency.Completed, claim(t, s, key, longLease).Status, "a failed Extend changes nothing")
+}
+
+func testExtendAfterExpiry(t *testing.T, s idempotency.Store, key string) {
+	c := claim(t, s, key, shortLease)
+	require.Equal(t, idempotency.Acquired, c.Status)
+	control := key + "-control" // see testExtendKeepsLease
+	require.Equal(t, idempotency.Acquired, claim(t, s, control, shortLease).Status)
+	awaitAcquired(t, s, control, longLease)
+
+	// Nobody has claimed key again, but its lease has ended: it cannot be
+	// revived, since another worker may be about to claim it.
+	require.ErrorIs(t, s.Extend(context.Background(), key, c.Token, longLease), idempotency.ErrLeaseLost)
+	require.Equal(t, idempotency.Acquired, claim(t, s, key, longLease).Status)
 }
 
 func testRetentionExpiry(t *testing.T, s idempotency.Store, key string) {
