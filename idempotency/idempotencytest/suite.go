@@ -33,8 +33,11 @@ import (
 )
 
 const (
-	// shortLease is the lease (and retention) the suite lets expire.
-	shortLease = 150 * time.Millisecond
+	// shortLease is the lease (and retention) the suite lets expire. It is
+	// long enough that two consecutive calls on a loaded CI machine fit in
+	// it, and short enough that the parallel subtests finish in about a
+	// second.
+	shortLease = 300 * time.Millisecond
 	// longLease is a lease no subtest outlives.
 	longLease = time.Hour
 	// waitFor bounds every wait for an expiry.
