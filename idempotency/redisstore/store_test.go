@@ -39,15 +39,33 @@ func newStore(t *testing.T, c redis.UniversalClient, prefix string) *redisstore.
 }
 
 func TestConformance(t *testing.T) {
+	prefix := testPrefix(t) // deleted after the parallel subtests
 	idempotencytest.Run(t, func(t *testing.T) idempotency.Store {
-		return newStore(t, newClient(t, nil), "")
+		return newStore(t, newClient(t, nil), prefix)
 	})
+}
+
+// testPrefix returns a key prefix unique to t whose keys are deleted when t
+// ends, so tests leave nothing behind in the shared Redis.
+func testPrefix(t *testing.T) string {
+	t.Helper()
+	c := newClient(t, nil)
+	prefix := fmt.Sprintf("hub:idemtest:%d:", time.Now().UnixNano())
+	t.Cleanup(func() {
+		ctx := context.Background()
+		iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+		for iter.Next(ctx) {
+			require.NoError(t, c.Del(ctx, iter.Val()).Err())
+		}
+		require.NoError(t, iter.Err())
+	})
+	return prefix
 }
 
 func TestKeysLiveUnderThePrefix(t *testing.T) {
 	ctx := context.Background()
 	c := newClient(t, nil)
-	prefix := fmt.Sprintf("hub:idemtest:%d:", time.Now().UnixNano())
+	prefix := testPrefix(t)
 	s := newStore(t, c, prefix)
 
 	claim, err := s.Claim(ctx, "k", time.Minute)
@@ -71,14 +89,13 @@ func TestKeysLiveUnderThePrefix(t *testing.T) {
 	oc, err := other.Claim(ctx, "k", time.Minute)
 	require.NoError(t, err)
 	require.Equal(t, idempotency.Acquired, oc.Status)
-	require.NoError(t, c.Del(ctx, prefix+"k", prefix+"other:k", prefix+idempotency.NormalizeKey(long)).Err())
 }
 
 func TestScriptsReloadAfterFlush(t *testing.T) {
 	ctx := context.Background()
 	c := newClient(t, nil)
-	s := newStore(t, c, "")
-	key := fmt.Sprintf("scripts-%d", time.Now().UnixNano())
+	s := newStore(t, c, testPrefix(t))
+	key := "scripts"
 
 	// SCRIPT FLUSH empties the server's script cache, as a restart does;
 	// EVALSHA then fails with NOSCRIPT and the store must fall back to EVAL.
@@ -130,8 +147,8 @@ func TestReconnectsAfterConnectionKilled(t *testing.T) {
 	ctx := context.Background()
 	c := newClient(t, &redis.Options{PoolSize: 1})
 	admin := newClient(t, nil)
-	s := newStore(t, c, "")
-	key := fmt.Sprintf("reconnect-%d", time.Now().UnixNano())
+	s := newStore(t, c, testPrefix(t))
+	key := "reconnect"
 
 	first, err := s.Claim(ctx, key+"-1", time.Minute)
 	require.NoError(t, err)
