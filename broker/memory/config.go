@@ -1,0 +1,83 @@
+package memory
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+)
+
+// Defaults of [Config].
+const (
+	// QueueSizeDefault is the default bound of each group's queue.
+	QueueSizeDefault = 1024
+	// MaxDelayedDefault is the default bound on pending delayed messages.
+	MaxDelayedDefault = 65536
+)
+
+// ErrQueueFull is returned, wrapped with the topic and group, by Publish
+// when a queue is full and [Config.Full] is [Reject], and by PublishDelayed
+// when [Config.MaxDelayed] messages are pending already.
+var ErrQueueFull = errors.New("memory: queue full")
+
+// FullPolicy says what Publish does when a group's queue is full.
+type FullPolicy int
+
+const (
+	// Block makes Publish wait until the queue has room, the message's
+	// context is done or the broker is closed.
+	Block FullPolicy = iota
+	// Reject makes Publish fail at once with [ErrQueueFull].
+	Reject
+)
+
+func (p FullPolicy) String() string {
+	switch p {
+	case Block:
+		return "block"
+	case Reject:
+		return "reject"
+	default:
+		return fmt.Sprintf("FullPolicy(%d)", int(p))
+	}
+}
+
+// Config configures a [Broker]. The zero Config is valid.
+type Config struct {
+	// QueueSize bounds the messages waiting in each consumer group's queue
+	// (and in each topic's implicit backlog). Defaults to
+	// [QueueSizeDefault] (1024).
+	QueueSize int
+	// Full says what Publish does when a queue is full. Defaults to
+	// [Block].
+	Full FullPolicy
+	// MaxDelayed bounds the delayed messages waiting for their time; beyond
+	// it PublishDelayed returns [ErrQueueFull]. Defaults to
+	// [MaxDelayedDefault] (65536).
+	MaxDelayed int
+	// Logger receives the broker's few log lines (Close, injected faults).
+	// Defaults to a logger that discards everything.
+	Logger *slog.Logger
+}
+
+// withDefaults validates c and returns a copy with the defaults filled in.
+func (c Config) withDefaults() (Config, error) {
+	if c.QueueSize < 0 {
+		return c, fmt.Errorf("memory: Config.QueueSize is %d: set a positive bound, or 0 for the default %d", c.QueueSize, QueueSizeDefault)
+	}
+	if c.MaxDelayed < 0 {
+		return c, fmt.Errorf("memory: Config.MaxDelayed is %d: set a positive bound, or 0 for the default %d", c.MaxDelayed, MaxDelayedDefault)
+	}
+	if c.Full != Block && c.Full != Reject {
+		return c, fmt.Errorf("memory: Config.Full is %v: set memory.Block (the default) or memory.Reject", c.Full)
+	}
+	if c.QueueSize == 0 {
+		c.QueueSize = QueueSizeDefault
+	}
+	if c.MaxDelayed == 0 {
+		c.MaxDelayed = MaxDelayedDefault
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c, nil
+}
