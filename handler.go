@@ -258,7 +258,7 @@ func (h *Hub) register(topic, outTopic string, opts []HandlerOption, bind func(*
 		}
 	}
 	sub := &groupSubscriber{b: h.b, group: broker.Group{Name: name, Prefetch: hd.concurrency}}
-	h.router.AddNoPublisherHandler(name, topic, sub, hd.handle)
+	h.router.AddConsumerHandler(name, topic, sub, hd.handle)
 	h.handlers[name] = hd
 	if h.st == stateRunning {
 		runCtx := h.runCtx
@@ -405,7 +405,7 @@ func (hd *handler) process(ctx context.Context, msg *message.Message) (string, e
 			reason := ReasonPermanent
 			var pe *PanicError
 			if errors.As(err, &pe) {
-				reason = ReasonPanic
+				reason, err = ReasonPanic, pe
 			}
 			return hd.deadLetter(ctx, msg, scoped, token, reason, err, d.attempt)
 		}

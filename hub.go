@@ -119,13 +119,13 @@ func (c Config) validate() error {
 	}
 	switch {
 	case c.Lease < 0:
-		return fmt.Errorf("Lease is %v; set a positive duration longer than a handler attempt, or 0 for %v", c.Lease, LeaseDefault)
+		return fmt.Errorf("config Lease is %v; set a positive duration longer than a handler attempt, or 0 for %v", c.Lease, LeaseDefault)
 	case c.Retention < 0:
-		return fmt.Errorf("Retention is %v; set a positive duration, or 0 for %v", c.Retention, RetentionDefault)
+		return fmt.Errorf("config Retention is %v; set a positive duration, or 0 for %v", c.Retention, RetentionDefault)
 	case c.ShutdownTimeout < 0:
-		return fmt.Errorf("ShutdownTimeout is %v; set a positive duration, or 0 for %v", c.ShutdownTimeout, ShutdownTimeoutDefault)
+		return fmt.Errorf("config ShutdownTimeout is %v; set a positive duration, or 0 for %v", c.ShutdownTimeout, ShutdownTimeoutDefault)
 	case c.StuckAfter < 0:
-		return fmt.Errorf("StuckAfter is %v; set a positive duration, or 0 to never report stuck handlers", c.StuckAfter)
+		return fmt.Errorf("config StuckAfter is %v; set a positive duration, or 0 to never report stuck handlers", c.StuckAfter)
 	}
 	return nil
 }
@@ -305,6 +305,15 @@ func (h *Hub) beginStop() bool {
 
 func (h *Hub) closeRouter() {
 	h.routerClose.Do(func() {
+		h.mu.Lock()
+		ran := h.runCtx != nil
+		h.mu.Unlock()
+		if !ran {
+			// A router that never ran waits forever for handlers it never
+			// started; there is nothing to close.
+			close(h.routerClosed)
+			return
+		}
 		go func() {
 			h.routerCloseErr = h.router.Close()
 			close(h.routerClosed)
