@@ -203,6 +203,7 @@ func (b *Broker) SubscribeGroup(ctx context.Context, topic string, g broker.Grou
 	grp.mu.Lock()
 	grp.subscribers++
 	grp.mu.Unlock()
+	b.changed()
 
 	s := &subscription{g: grp, ctx: ctx, out: make(chan *message.Message), live: prefetch}
 	for range prefetch {
@@ -228,6 +229,7 @@ func (b *Broker) Declare(ctx context.Context, topic string, groups ...string) er
 	for _, g := range groups {
 		t.declare(broker.GroupName(topic, g))
 	}
+	b.changed()
 	return nil
 }
 

@@ -107,6 +107,7 @@ func (b *Broker) PublishDelayed(ctx context.Context, topic, group string, delay 
 	if earliest {
 		signal(d.wake)
 	}
+	b.changed()
 	return nil
 }
 

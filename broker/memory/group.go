@@ -63,6 +63,7 @@ func (g *group) push(ctx context.Context, m *message.Message) error {
 		}
 		g.blocked++
 		g.mu.Unlock()
+		b.changed()
 		var err error
 		select {
 		case <-g.space:
@@ -80,6 +81,7 @@ func (g *group) push(ctx context.Context, m *message.Message) error {
 			if more {
 				signal(g.space)
 			}
+			b.changed()
 			return err
 		}
 	}
@@ -93,6 +95,7 @@ func (g *group) push(ctx context.Context, m *message.Message) error {
 	if more {
 		signal(g.space)
 	}
+	b.changed()
 	return nil
 }
 
@@ -156,6 +159,7 @@ func (g *group) take(ctx context.Context) *message.Message {
 	if room {
 		signal(g.space)
 	}
+	g.t.b.changed()
 	return m
 }
 

@@ -33,6 +33,22 @@ type GroupStats struct {
 	Unacked int
 	// Subscribers counts the group's open subscriptions.
 	Subscribers int
+	// Waiting counts publishers waiting for room (policy [Block]).
+	Waiting int
+}
+
+// Idle reports whether no message is queued in a consumer group, unacked or
+// delayed; implicit backlogs do not count. See [Broker.WaitIdle].
+func (s Stats) Idle() bool {
+	if s.Delayed > 0 {
+		return false
+	}
+	for _, g := range s.Groups {
+		if g.Unacked > 0 || (!g.Implicit && g.Queued > 0) {
+			return false
+		}
+	}
+	return true
 }
 
 // Group returns the stats of group (the topic's default group when empty)
@@ -63,6 +79,7 @@ func (b *Broker) Stats() Stats {
 			Queued:      g.q.len(),
 			Unacked:     g.unacked,
 			Subscribers: g.subscribers,
+			Waiting:     g.blocked,
 		})
 	})
 	slices.SortFunc(s.Groups, func(x, y GroupStats) int {
@@ -87,31 +104,25 @@ func (b *Broker) forEachGroup(f func(*topic, *group)) {
 	}
 }
 
-// idle reports whether no message is queued in a declared group, unacked or
-// delayed.
-func (b *Broker) idle() bool {
-	b.delay.mu.Lock()
-	pending := b.delay.pending
-	b.delay.mu.Unlock()
-	if pending > 0 {
-		return false
+// WaitIdle returns nil once no message is queued in any consumer group, none
+// is delivered and unacked, and no delayed message is pending
+// ([Stats.Idle]). Implicit backlogs (topics nobody declared or subscribed
+// to, such as a dead-letter topic) do not count. It waits for state
+// changes, never polls, and returns ctx's error, wrapped, when ctx is done
+// first, or [broker.ErrClosed] once the broker is closed.
+func (b *Broker) WaitIdle(ctx context.Context) error {
+	if err := b.WaitStats(ctx, Stats.Idle); err != nil {
+		return fmt.Errorf("memory: wait idle: %w", err)
 	}
-	idle := true
-	b.forEachGroup(func(_ *topic, g *group) {
-		if g.unacked > 0 || (!g.implicit && g.q.len() > 0) {
-			idle = false
-		}
-	})
-	return idle
+	return nil
 }
 
-// WaitIdle returns nil once no message is queued in any consumer group, none
-// is delivered and unacked, and no delayed message is pending. Implicit
-// backlogs (topics nobody declared or subscribed to, such as a dead-letter
-// topic) do not count. It waits for state changes, never polls, and returns
-// ctx's error, wrapped, when ctx is done first, or [broker.ErrClosed] once
-// the broker is closed.
-func (b *Broker) WaitIdle(ctx context.Context) error {
+// WaitStats is a test hook: it returns nil once cond holds for the
+// broker's [Stats], checking again on every change of the broker's state
+// (a message queued, taken, acked, nacked or delayed, a publisher waiting,
+// a subscription opened or closed), never polling. It returns ctx's error
+// when ctx is done first, or [broker.ErrClosed] once the broker is closed.
+func (b *Broker) WaitStats(ctx context.Context, cond func(Stats) bool) error {
 	b.watchers.Add(1)
 	defer b.watchers.Add(-1)
 	for {
@@ -119,15 +130,15 @@ func (b *Broker) WaitIdle(ctx context.Context) error {
 		changed := b.changedC
 		b.imu.Unlock()
 		if b.closed.Load() {
-			return fmt.Errorf("memory: wait idle: %w", broker.ErrClosed)
+			return broker.ErrClosed
 		}
-		if b.idle() {
+		if cond(b.Stats()) {
 			return nil
 		}
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return fmt.Errorf("memory: wait idle: %w", ctx.Err())
+			return ctx.Err()
 		}
 	}
 }
