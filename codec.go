@@ -191,3 +191,14 @@ func (h *Hub) plaintext(msg *message.Message) ([]byte, error) {
 	}
 	return p, nil
 }
+
+// Decode decodes a raw message published by a hub into v (a pointer),
+// decrypting and upcasting it as a handler of *v's type would. Tools and
+// tests use it to read messages outside a handler.
+func Decode[T any](h *Hub, m *message.Message, v *T) error {
+	payload, err := h.plaintext(m)
+	if err != nil {
+		return err
+	}
+	return decodePayload(h.cfg.Codec, schemaOf[T](&h.schemas), m.Metadata, payload, v)
+}
