@@ -124,6 +124,11 @@ func (g *group) putBack(m *message.Message, front, wasUnacked bool) {
 // ctx is done or the broker is closed (then it returns nil).
 func (g *group) take(ctx context.Context) *message.Message {
 	closing := g.t.b.closing
+	select {
+	case <-ctx.Done():
+		return nil // cancelled: no new delivery even if one is queued
+	default:
+	}
 	g.mu.Lock()
 	for g.q.len() == 0 {
 		g.idle++
