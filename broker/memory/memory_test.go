@@ -619,3 +619,20 @@ func TestBadConfig(t *testing.T) {
 	require.ErrorContains(t, err, "Prefetch")
 	require.False(t, errors.Is(err, broker.ErrClosed))
 }
+
+type ctxKey struct{}
+
+func TestMessageContext(t *testing.T) {
+	t.Parallel()
+	b := newBroker(t, memory.Config{})
+	topic := topicName(t)
+	ctx := context.WithValue(t.Context(), ctxKey{}, "sub")
+	ch, err := b.Subscribe(ctx, topic)
+	require.NoError(t, err)
+	require.NoError(t, b.Publish(topic, newMsg("x")))
+	m := receive(t, ch)
+	require.Equal(t, "sub", m.Context().Value(ctxKey{}), "a child of the subscription context")
+	require.NoError(t, m.Context().Err())
+	m.Ack()
+	<-m.Context().Done()
+}
