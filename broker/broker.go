@@ -86,3 +86,31 @@ func GroupName(topic, name string) string {
 type Declarer interface {
 	Declare(ctx context.Context, topic string, groups ...string) error
 }
+
+// ErrUnknownTopic is returned by an Inspector for a topic the broker has
+// no queue for.
+var ErrUnknownTopic = errors.New("broker: unknown topic")
+
+// QueueStats describes one consumer group's queue.
+type QueueStats struct {
+	Topic string
+	Group string
+	// Queue is the broker's own name for the queue.
+	Queue string
+	// Depth counts messages waiting to be delivered.
+	Depth int64
+	// InFlight counts messages delivered and not yet acked; -1 when the
+	// broker does not report it.
+	InFlight int64
+	// Consumers counts subscriptions; -1 when the broker does not report it.
+	Consumers int
+}
+
+// Inspector is implemented by brokers that report their queues, for
+// operators (hubctl topics stats) and readiness checks.
+type Inspector interface {
+	// Queues returns the stats of every group queue of topic, or of every
+	// queue the broker knows of the hub's when topic is empty. A topic with
+	// no queue returns an error wrapping ErrUnknownTopic.
+	Queues(ctx context.Context, topic string) ([]QueueStats, error)
+}
