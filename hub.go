@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
@@ -204,9 +203,7 @@ func New(b broker.Broker, cfg Config) (*Hub, error) {
 		// The hub bounds the drain itself (Shutdown's context); the router
 		// waits as long as handlers run.
 		CloseTimeout: 365 * 24 * time.Hour,
-	}, watermill.NewSlogLoggerWithLevelMapping(cfg.Logger.With("component", "watermill"), map[slog.Level]slog.Level{
-		slog.LevelInfo: slog.LevelDebug,
-	}))
+	}, watermillLogger{l: cfg.Logger.With("component", "watermill")})
 	if err != nil {
 		if h.ownsStore {
 			_ = h.store.Close()
