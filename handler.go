@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime/debug"
 	"strconv"
 	"sync"
@@ -194,6 +195,7 @@ type delivery struct {
 	key     string
 	attempt int
 	value   any
+	lastErr error // the last failure, for telemetry and logs
 }
 
 type deliveryCtxKey struct{}
@@ -328,11 +330,17 @@ const (
 func (hd *handler) handle(msg *message.Message) error {
 	h := hd.h
 	if tg := msg.Metadata.Get(KeyTargetGroup); tg != "" && tg != hd.name {
+		h.tel.skipped(h.workCtx, hd)
 		return nil
 	}
-	ctx, done := h.tel.startProcess(h.workCtx, hd, msg)
-	outcome, err := hd.process(ctx, msg)
-	done(outcome, err)
+	d := &delivery{key: msg.Metadata.Get(KeyKey), attempt: attemptOf(msg.Metadata)}
+	ctx, obs := h.tel.startProcess(h.workCtx, hd, msg)
+	outcome, err := hd.process(ctx, msg, d)
+	if err == nil {
+		err = d.lastErr
+	}
+	obs.end(ctx, outcome, err)
+	hd.logOutcome(ctx, msg, d, outcome, err, time.Since(obs.start))
 	if outcome == OutcomeRetry {
 		if err == nil {
 			err = errors.New("hub: nacked")
@@ -342,9 +350,29 @@ func (hd *handler) handle(msg *message.Message) error {
 	return nil
 }
 
-func (hd *handler) process(ctx context.Context, msg *message.Message) (string, error) {
+// logOutcome logs a delivery's outcome: at debug, or at warn when it failed
+// and will be tried again (dead letters are logged where they happen). It
+// never logs the payload.
+func (hd *handler) logOutcome(ctx context.Context, msg *message.Message, d *delivery, outcome string, err error, took time.Duration) {
+	level := slog.LevelDebug
+	if err != nil && (outcome == OutcomeRetry || outcome == OutcomeDelayed) {
+		level = slog.LevelWarn
+	}
+	log := hd.h.log
+	if !log.Enabled(ctx, level) {
+		return
+	}
+	attrs := []slog.Attr{slog.String("handler", hd.name), slog.String("topic", hd.topic),
+		slog.String("message_id", msg.UUID), slog.Int("attempt", d.attempt),
+		slog.String("outcome", outcome), slog.Duration("duration", took)}
+	if err != nil && outcome != OutcomeAck && outcome != OutcomeDuplicate {
+		attrs = append(attrs, slog.String("error", err.Error()))
+	}
+	log.LogAttrs(ctx, level, "hub: message "+outcome, attrs...)
+}
+
+func (hd *handler) process(ctx context.Context, msg *message.Message, d *delivery) (string, error) {
 	h := hd.h
-	d := &delivery{key: msg.Metadata.Get(KeyKey), attempt: attemptOf(msg.Metadata)}
 	if d.key == "" {
 		d.key = msg.UUID
 	}
@@ -375,6 +403,7 @@ func (hd *handler) process(ctx context.Context, msg *message.Message) (string, e
 
 	v, err := hd.decode(msg)
 	if err != nil {
+		d.lastErr = err
 		return hd.deadLetter(ctx, msg, scoped, token, ReasonDecode, err, d.attempt-1)
 	}
 	d.value = v
@@ -386,6 +415,9 @@ func (hd *handler) process(ctx context.Context, msg *message.Message) (string, e
 			if perr := h.publishMessages(ctx, hd.outTopic, out); perr != nil {
 				err = fmt.Errorf("hub: publishing %d output(s) to %q: %w", len(out), hd.outTopic, perr)
 			}
+		}
+		if err != nil {
+			d.lastErr = err
 		}
 		if err == nil {
 			if cerr := h.store.Complete(h.workCtxOr(ctx), scoped, token, h.cfg.Retention); cerr != nil {
@@ -419,7 +451,7 @@ func (hd *handler) process(ctx context.Context, msg *message.Message) (string, e
 			}
 			delay = bo.NextBackOff()
 		}
-		h.tel.event(ctx, "retry", hd, d.attempt, err)
+		h.tel.event(ctx, "retry", d.attempt, err)
 		h.log.Debug("hub: handler failed; retrying", "handler", hd.name, "topic", hd.topic, "message_id", msg.UUID, "attempt", d.attempt, "wait", delay, "error", err)
 		if !hd.wait(delay) {
 			hd.release(scoped, token)
@@ -450,7 +482,7 @@ func (hd *handler) exhausted(ctx context.Context, msg *message.Message, scoped, 
 	if err := hd.republish(ctx, msg, delay, d.attempt+1, n+1, cause); err != nil {
 		return OutcomeRetry, err
 	}
-	hd.h.tel.event(ctx, "delayed_retry", hd, d.attempt, cause)
+	hd.h.tel.event(ctx, "delayed_retry", d.attempt, cause)
 	return OutcomeDelayed, nil
 }
 
@@ -516,7 +548,7 @@ func (hd *handler) deadLetter(ctx context.Context, msg *message.Message, scoped,
 		return OutcomeRetry, fmt.Errorf("hub: dead-lettering %s: %w", msg.UUID, err)
 	}
 	hd.release(scoped, token)
-	h.tel.event(ctx, "dead_letter", hd, attempts, cause)
+	h.tel.event(ctx, "dead_letter", attempts, cause)
 	h.log.Warn("hub: message dead-lettered", "handler", hd.name, "topic", hd.topic, "message_id", msg.UUID, "reason", reason, "attempts", attempts, "error", cause)
 	return OutcomeDLQ, nil
 }

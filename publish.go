@@ -69,9 +69,9 @@ func Publish[T any](ctx context.Context, h *Hub, topic string, v T, opts ...Publ
 		if !ok {
 			return fmt.Errorf("%w: %s", ErrNoDelay, h.b.Name())
 		}
-		ctx, done := h.tel.startPublish(ctx, topic, m)
+		ctx, obs := h.tel.startPublish(ctx, topic, m)
 		err := dl.PublishDelayed(ctx, topic, "", pc.delay, m)
-		done(1, err)
+		obs.end(ctx, 1, err)
 		if err != nil {
 			return fmt.Errorf("hub: publishing to %q with delay %v: %w", topic, pc.delay, err)
 		}
@@ -125,13 +125,12 @@ func (h *Hub) newMessage(ctx context.Context, info *schemaInfo, v any, pc publis
 
 // publishMessages publishes encoded messages with telemetry.
 func (h *Hub) publishMessages(ctx context.Context, topic string, msgs []*message.Message) error {
-	ctx, done := h.tel.startPublish(ctx, topic, msgs...)
+	ctx, obs := h.tel.startPublish(ctx, topic, msgs...)
 	err := h.b.Publish(topic, msgs...)
-	done(len(msgs), err)
+	obs.end(ctx, len(msgs), err)
 	if err != nil {
 		return fmt.Errorf("hub: publishing to %q: %w", topic, err)
 	}
-	_ = ctx
 	return nil
 }
 
