@@ -5,7 +5,6 @@ import (
 	"log/slog"
 )
 
-
 func newJSONLogger(w *bytes.Buffer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
