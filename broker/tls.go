@@ -26,7 +26,8 @@ type TLSFiles struct {
 	Cert string
 	Key  string
 	// ServerName is the name the client verifies in the server's certificate
-	// and sends as SNI. Empty means the host the client dials.
+	// and sends as SNI. Empty means the host the client dials, which the
+	// dialer sets on the returned config (amqp091 and net/http do).
 	ServerName string
 }
 
@@ -59,6 +60,12 @@ func (f TLSFiles) Config() (*tls.Config, error) {
 		// verification against the pool current at each handshake.
 		cfg.InsecureSkipVerify = true
 		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			// No SNI is sent for an IP address: fall back to the name the
+			// dialer set on this config (amqp091 and net/http set it to
+			// the host they dial).
+			if cs.ServerName == "" {
+				cs.ServerName = cfg.ServerName
+			}
 			return verifyServer(cs, ca)
 		}
 	}

@@ -187,6 +187,16 @@ func TestTLSFilesHandshake(t *testing.T) {
 	require.NoError(t, h.err)
 	require.Equal(t, p.clientSN, h.clientSN)
 
+	t.Run("IP address set by the dialer", func(t *testing.T) {
+		f := p.client
+		f.ServerName = ""
+		cfg, err := f.Config()
+		require.NoError(t, err)
+		cfg.ServerName = "127.0.0.1" // as amqp091 does for amqps://127.0.0.1
+		_, err = dial(addr, cfg)
+		require.NoError(t, err)
+		require.NoError(t, (<-results).err)
+	})
 	t.Run("no client certificate is refused", func(t *testing.T) {
 		anon, err := TLSFiles{CA: p.client.CA, ServerName: "localhost"}.Config()
 		require.NoError(t, err)

@@ -77,7 +77,7 @@ env_run() {
 		RABBITMQ_FEATURE_FLAGS_FILE="$DIR/feature_flags" \
 		ERL_EPMD_ADDRESS=127.0.0.1 \
 		ERL_FLAGS="-kernel inet_dist_use_interface {127,0,0,1}" \
-		"$@"
+		"$@" 9>&- # the node must not inherit (and hold) the lock
 }
 
 ctl() { env_run "$BIN/rabbitmqctl" -n "$NODE" "$@"; }
