@@ -17,6 +17,10 @@ import (
 // keyDeliveryCount is hub.KeyDeliveryCount.
 const keyDeliveryCount = "hub-delivery-count"
 
+// noRetry turns off the SDK's retries of ReceiveMessage: the loop retries
+// itself and logs why.
+func noRetry(o *sqs.Options) { o.RetryMaxAttempts = 1 }
+
 // cleanupTimeout bounds the calls that hand messages back or delete them
 // after a subscription or the broker stopped.
 const cleanupTimeout = 5 * time.Second
@@ -107,6 +111,7 @@ func (s *subscription) run(ctx context.Context) {
 	var inflight sync.WaitGroup
 	wait := int32(b.cfg.WaitTime.Round(time.Second) / time.Second)
 	visibility := int32(b.cfg.VisibilityTimeout / time.Second)
+	failures := 0
 	for {
 		n := s.acquire(ctx, b.cfg.MaxMessages)
 		if n == 0 {
@@ -119,20 +124,28 @@ func (s *subscription) run(ctx context.Context) {
 			VisibilityTimeout:           visibility,
 			MessageAttributeNames:       []string{"All"},
 			MessageSystemAttributeNames: []types.MessageSystemAttributeName{types.MessageSystemAttributeNameApproximateReceiveCount},
-		})
+		}, noRetry)
 		if err != nil {
 			s.release(n)
 			if ctx.Err() != nil {
 				break
 			}
-			b.cfg.Logger.Warn("sqs: receive failed, retrying in 1s", "queue", s.url, "error", err)
-			select {
-			case <-time.After(time.Second):
-			case <-ctx.Done():
+			// Retry at once after one failure, then every second.
+			failures++
+			b.cfg.Logger.Warn("sqs: receive failed", "queue", s.url, "failures", failures, "error", err)
+			if failures > 1 {
+				select {
+				case <-time.After(time.Second):
+				case <-ctx.Done():
+				}
 			}
 			continue
 		}
+		failures = 0
 		s.release(n - len(out.Messages))
+		if len(out.Messages) > 0 {
+			b.cfg.Logger.Debug("sqs: received", "queue", s.url, "asked", n, "got", len(out.Messages))
+		}
 		for i, m := range out.Messages {
 			if !s.handle(ctx, m, acks, &inflight) {
 				rest := out.Messages[i:]
