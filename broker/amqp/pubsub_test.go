@@ -30,18 +30,22 @@ func TestUniversal(t *testing.T) {
 	url := node.url()
 	// The suite closes the publisher and goes on using the subscriber: two
 	// brokers, as Watermill adapters have a publisher and a subscriber.
-	newPubSub := func(t *testing.T) (message.Publisher, message.Subscriber) {
+	// Some of its tests never close a subscriber (TestPublishSubscribeInOrder
+	// defers sub.Close() evaluated at once): every broker is also closed at
+	// the end of its test.
+	newBrokers := func(t *testing.T) (pub, sub *amqp.Broker) {
 		pub, err := amqp.New(amqp.Config{URL: url})
 		require.NoError(t, err)
-		sub, err := amqp.New(amqp.Config{URL: url})
+		sub, err = amqp.New(amqp.Config{URL: url})
 		require.NoError(t, err)
+		t.Cleanup(func() { _ = pub.Close(); _ = sub.Close() })
 		return pub, sub
 	}
+	newPubSub := func(t *testing.T) (message.Publisher, message.Subscriber) {
+		return newBrokers(t)
+	}
 	newGroupPubSub := func(t *testing.T, group string) (message.Publisher, message.Subscriber) {
-		pub, err := amqp.New(amqp.Config{URL: url})
-		require.NoError(t, err)
-		sub, err := amqp.New(amqp.Config{URL: url})
-		require.NoError(t, err)
+		pub, sub := newBrokers(t)
 		return pub, groupSubscriber{sub, group}
 	}
 	var restart []string
