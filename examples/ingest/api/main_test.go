@@ -142,3 +142,9 @@ func (e *env) hubKeys() []string {
 	}
 	return keys
 }
+
+func stringsReader(s string) io.Reader { return strings.NewReader(s) }
+
+type recordsIngested = records.RecordIngested
+
+const topicIngested = records.TopicIngested
