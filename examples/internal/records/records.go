@@ -53,3 +53,18 @@ type IndexJob struct {
 
 // HubSchema names the message for the hub.
 func (IndexJob) HubSchema() hub.Schema { return hub.Schema{Name: "harvest.IndexJob", Version: 1} }
+
+// TopicIndexed carries DocIndexed: index -> dispatch (job status).
+const TopicIndexed = "records.indexed"
+
+// DocIndexed is published by the index service once a document is
+// searchable, so dispatch can report the job as indexed.
+type DocIndexed struct {
+	DocID     string    `json:"doc_id"`
+	IndexedAt time.Time `json:"indexed_at"`
+	// Index names the backend that indexed it: "bleve" or "elasticsearch".
+	Index string `json:"index,omitempty"`
+}
+
+// HubSchema names the message for the hub.
+func (DocIndexed) HubSchema() hub.Schema { return hub.Schema{Name: "harvest.DocIndexed", Version: 1} }

@@ -1,0 +1,159 @@
+package platform
+
+import (
+	"cmp"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Broker and store kinds accepted by Config.Broker and Config.Store.
+const (
+	BrokerMemory  = "memory"
+	BrokerAMQP    = "amqp"
+	BrokerSQS     = "sqs"
+	StoreMemory   = "memory"
+	StoreRedis    = "redis"
+	StorePostgres = "postgres"
+)
+
+// Config holds the settings every service shares. Each field has a flag and
+// an environment variable (named in its comment); the flag wins over the
+// variable, the variable over the default.
+type Config struct {
+	// Service names the service in logs and metrics. Defaults to the name
+	// given to Defaults.
+	Service string
+	// Broker is memory, amqp or sqs (-broker, HUB_BROKER). Defaults to
+	// memory, which only connects services inside one process.
+	Broker string
+	// AMQPURL is the RabbitMQ URL (-amqp-url, HUB_AMQP_URL). Defaults to
+	// amqp://guest:guest@127.0.0.1:5672/.
+	AMQPURL string
+	// SQSEndpoint is the SQS/SNS endpoint (-sqs-endpoint, HUB_SQS_ENDPOINT).
+	// Defaults to empty: AWS itself.
+	SQSEndpoint string
+	// SQSRegion is the AWS region (-sqs-region, HUB_SQS_REGION). Defaults to
+	// us-east-1.
+	SQSRegion string
+	// TopicPrefix is prepended to every exchange, queue and SNS topic the
+	// broker creates (-topic-prefix, HUB_TOPIC_PREFIX), so several pipelines
+	// can share one broker. Defaults to empty.
+	TopicPrefix string
+	// Store is the idempotency store: memory, redis or postgres (-store,
+	// HUB_STORE). Defaults to memory (per process).
+	Store string
+	// RedisAddr is host:port of Redis (-redis-addr, HUB_REDIS_ADDR).
+	// Defaults to 127.0.0.1:6379.
+	RedisAddr string
+	// PostgresDSN is the pgx connection string (-postgres-dsn,
+	// HUB_POSTGRES_DSN). Defaults to
+	// postgres://postgres@127.0.0.1:5432/hub?sslmode=disable.
+	PostgresDSN string
+	// Listen is the HTTP address (-listen, HUB_LISTEN). Defaults to :8080.
+	Listen string
+	// LogLevel is debug, info, warn or error (-log-level, HUB_LOG_LEVEL).
+	// Defaults to info.
+	LogLevel string
+	// ShutdownTimeout bounds the drain on SIGTERM (-shutdown-timeout,
+	// HUB_SHUTDOWN_TIMEOUT). Defaults to 25s, under Kubernetes' default 30s
+	// grace period.
+	ShutdownTimeout time.Duration
+}
+
+// Defaults returns the default Config of service, with the HUB_*
+// environment variables applied.
+func Defaults(service string) Config {
+	c := Config{
+		Service:         service,
+		Broker:          env("HUB_BROKER", BrokerMemory),
+		AMQPURL:         env("HUB_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
+		SQSEndpoint:     env("HUB_SQS_ENDPOINT", ""),
+		SQSRegion:       env("HUB_SQS_REGION", "us-east-1"),
+		TopicPrefix:     env("HUB_TOPIC_PREFIX", ""),
+		Store:           env("HUB_STORE", StoreMemory),
+		RedisAddr:       env("HUB_REDIS_ADDR", "127.0.0.1:6379"),
+		PostgresDSN:     env("HUB_POSTGRES_DSN", "postgres://postgres@127.0.0.1:5432/hub?sslmode=disable"),
+		Listen:          env("HUB_LISTEN", ":8080"),
+		LogLevel:        env("HUB_LOG_LEVEL", "info"),
+		ShutdownTimeout: 25 * time.Second,
+	}
+	if v := os.Getenv("HUB_SHUTDOWN_TIMEOUT"); v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			c.ShutdownTimeout = d
+		}
+	}
+	return c
+}
+
+func env(name, def string) string { return cmp.Or(os.Getenv(name), def) }
+
+// Env returns the environment variable name, or def when it is unset or
+// empty. Services use it for the defaults of their own flags.
+func Env(name, def string) string { return env(name, def) }
+
+// EnvInt is Env for an integer; an unparsable value yields def.
+func EnvInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil {
+		return n
+	}
+	return def
+}
+
+// RegisterFlags defines the shared flags on fs, with c's values (so the
+// environment) as defaults.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Broker, "broker", c.Broker, "message broker: memory, amqp or sqs (env HUB_BROKER)")
+	fs.StringVar(&c.AMQPURL, "amqp-url", c.AMQPURL, "RabbitMQ URL (env HUB_AMQP_URL)")
+	fs.StringVar(&c.SQSEndpoint, "sqs-endpoint", c.SQSEndpoint, "SQS/SNS endpoint, empty for AWS (env HUB_SQS_ENDPOINT)")
+	fs.StringVar(&c.SQSRegion, "sqs-region", c.SQSRegion, "AWS region (env HUB_SQS_REGION)")
+	fs.StringVar(&c.TopicPrefix, "topic-prefix", c.TopicPrefix, "prefix of every exchange, queue and SNS topic (env HUB_TOPIC_PREFIX)")
+	fs.StringVar(&c.Store, "store", c.Store, "idempotency store: memory, redis or postgres (env HUB_STORE)")
+	fs.StringVar(&c.RedisAddr, "redis-addr", c.RedisAddr, "Redis host:port (env HUB_REDIS_ADDR)")
+	fs.StringVar(&c.PostgresDSN, "postgres-dsn", c.PostgresDSN, "PostgreSQL connection string (env HUB_POSTGRES_DSN)")
+	fs.StringVar(&c.Listen, "listen", c.Listen, "HTTP listen address (env HUB_LISTEN)")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error (env HUB_LOG_LEVEL)")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "drain deadline on SIGTERM (env HUB_SHUTDOWN_TIMEOUT)")
+}
+
+// Validate rejects settings the services cannot run with.
+func (c Config) Validate() error {
+	var errs []error
+	switch c.Broker {
+	case BrokerMemory, BrokerAMQP, BrokerSQS:
+	default:
+		errs = append(errs, fmt.Errorf("platform: -broker %q; use memory, amqp or sqs", c.Broker))
+	}
+	switch c.Store {
+	case StoreMemory, StoreRedis, StorePostgres:
+	default:
+		errs = append(errs, fmt.Errorf("platform: -store %q; use memory, redis or postgres", c.Store))
+	}
+	if _, err := ParseLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Listen == "" {
+		errs = append(errs, errors.New("platform: -listen is empty; set an address such as :8080"))
+	}
+	if c.ShutdownTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("platform: -shutdown-timeout %v; set a positive duration", c.ShutdownTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// ParseLevel parses a -log-level value.
+func ParseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(strings.ToUpper(s))); err != nil {
+		return 0, fmt.Errorf("platform: -log-level %q; use debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+func urlParse(raw string) (*url.URL, error) { return url.Parse(raw) }
