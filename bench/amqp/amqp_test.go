@@ -64,8 +64,12 @@ func topic(b *testing.B, url string) string {
 	return t
 }
 
-func report(b *testing.B, start time.Time) {
-	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msg/s")
+// report reports end-to-end msg/s, and the publish and consume phases'.
+func report(b *testing.B, start, published time.Time) {
+	end := time.Now()
+	b.ReportMetric(float64(b.N)/end.Sub(start).Seconds(), "msg/s")
+	b.ReportMetric(float64(b.N)/published.Sub(start).Seconds(), "pub-msg/s")
+	b.ReportMetric(float64(b.N)/end.Sub(published).Seconds(), "sub-msg/s")
 }
 
 // publishSpread publishes msgs from publishers goroutines, per calls of
@@ -140,10 +144,11 @@ func benchAdapter(b *testing.B, batch int) {
 	} else {
 		publishSpread(b, br, t, msgs, batch)
 	}
+	published := time.Now()
 	sub, err := br.SubscribeGroup(context.Background(), t, broker.Group{Prefetch: prefetch})
 	require.NoError(b, err)
 	consume(b, sub, b.N)
-	report(b, start)
+	report(b, start, published)
 }
 
 // BenchmarkRawAMQP091 is the baseline: one channel in confirm mode, every
@@ -180,6 +185,7 @@ func BenchmarkRawAMQP091(b *testing.B) {
 	for _, dc := range dcs {
 		require.True(b, dc.Wait(), "nacked")
 	}
+	published := time.Now()
 	cch, err := c.Channel()
 	require.NoError(b, err)
 	require.NoError(b, cch.Qos(prefetch, 0, false))
@@ -189,7 +195,7 @@ func BenchmarkRawAMQP091(b *testing.B) {
 		d := <-deliveries
 		require.NoError(b, d.Ack(false))
 	}
-	report(b, start)
+	report(b, start, published)
 }
 
 // BenchmarkWatermillAMQP is watermill-amqp with NewDurablePubSubConfig
@@ -231,8 +237,9 @@ func BenchmarkWatermillAMQP(b *testing.B) {
 	}
 	close(ch)
 	wg.Wait()
+	published := time.Now()
 	out, err := sub.Subscribe(context.Background(), t)
 	require.NoError(b, err)
 	consume(b, out, b.N)
-	report(b, start)
+	report(b, start, published)
 }

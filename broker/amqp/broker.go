@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -221,5 +222,21 @@ func (b *Broker) PublishContext(ctx context.Context, topic string, msgs ...*mess
 	if err := b.declare(ctx, topic, []string{""}, false); err != nil {
 		return err
 	}
-	return b.pub.publish(ctx, b.exchangeName(topic), "", msgs)
+	err := b.pub.publish(ctx, b.exchangeName(topic), "", msgs)
+	if errors.Is(err, ErrChannelClosed) {
+		b.forgetTopic(topic)
+	}
+	return err
+}
+
+// forgetTopic drops what is known to be declared for topic, so that the
+// next publish or subscribe declares it again.
+func (b *Broker) forgetTopic(topic string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for q := range b.declared {
+		if q == b.queueName(topic, "") || strings.HasPrefix(q, b.queueName(topic, "")+".") {
+			delete(b.declared, q)
+		}
+	}
 }

@@ -388,3 +388,19 @@ func TestBadTopic(t *testing.T) {
 	_, err := b.SubscribeGroup(context.Background(), "t", broker.Group{Prefetch: -1})
 	require.ErrorContains(t, err, "Prefetch")
 }
+
+func TestTopologyDeletedBehindOurBack(t *testing.T) {
+	url := sharedURL(t)
+	topic := uniqueTopic(t, url)
+	b := newBroker(t, amqp.Config{URL: url})
+	require.NoError(t, b.Publish(topic, message.NewMessage(watermill.NewUUID(), nil)))
+	deleteTopology(url, topic)
+
+	// The first publish meets the missing exchange (a channel exception)
+	// and fails fast instead of retrying until PublishTimeout; the next
+	// one declares the topic again.
+	err := b.Publish(topic, message.NewMessage(watermill.NewUUID(), nil))
+	require.ErrorIs(t, err, amqp.ErrChannelClosed)
+	require.NoError(t, b.Publish(topic, message.NewMessage(watermill.NewUUID(), nil)))
+	require.Equal(t, 1, queueDepth(t, url, topic))
+}

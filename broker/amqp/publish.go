@@ -23,8 +23,9 @@ type publisher struct {
 }
 
 type pubSlot struct {
-	mu sync.Mutex
-	ch *amqp091.Channel
+	mu   sync.Mutex
+	ch   *amqp091.Channel
+	conn *amqp091.Connection
 }
 
 func newPublisher(b *Broker) *publisher {
@@ -33,17 +34,17 @@ func newPublisher(b *Broker) *publisher {
 
 // channel returns an open channel of the pool, opening it (after a
 // reconnection if need be) when the previous one was closed.
-func (p *publisher) channel(ctx context.Context) (*amqp091.Channel, error) {
+func (p *publisher) channel(ctx context.Context) (*amqp091.Channel, *amqp091.Connection, error) {
 	s := &p.slots[p.next.Add(1)%uint64(len(p.slots))]
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ch != nil && !s.ch.IsClosed() {
-		return s.ch, nil
+		return s.ch, s.conn, nil
 	}
 	for {
 		c, _, err := p.b.conn.get(ctx)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		ch, err := c.Channel()
 		if err == nil && !p.b.cfg.NoConfirms {
@@ -52,11 +53,11 @@ func (p *publisher) channel(ctx context.Context) (*amqp091.Channel, error) {
 			}
 		}
 		if err == nil {
-			s.ch = ch
-			return ch, nil
+			s.ch, s.conn = ch, c
+			return ch, c, nil
 		}
 		if !errors.Is(err, amqp091.ErrClosed) {
-			return nil, fmt.Errorf("amqp: open publisher channel: %w", err)
+			return nil, nil, fmt.Errorf("amqp: open publisher channel: %w", err)
 		}
 		// The connection went down under us: wait for the next one.
 	}
@@ -69,7 +70,7 @@ func (p *publisher) channel(ctx context.Context) (*amqp091.Channel, error) {
 func (p *publisher) publish(ctx context.Context, exchange, key string, msgs []*message.Message) error {
 	pending := msgs
 	for len(pending) > 0 {
-		ch, err := p.channel(ctx)
+		ch, conn, err := p.channel(ctx)
 		if err != nil {
 			return fmt.Errorf("amqp: publish to %q: %w", exchange, err)
 		}
@@ -104,6 +105,12 @@ func (p *publisher) publish(ctx context.Context, exchange, key string, msgs []*m
 			}
 		}
 		if len(retry) > 0 {
+			if !conn.IsClosed() {
+				// The channel died, not the connection: a channel
+				// exception such as a deleted exchange. Sending again
+				// would fail the same way.
+				return fmt.Errorf("amqp: publish to %q: %d messages unconfirmed: %w", exchange, len(retry), ErrChannelClosed)
+			}
 			if err := ctx.Err(); err != nil {
 				return fmt.Errorf("amqp: publish to %q: %d messages unconfirmed: %w", exchange, len(retry), err)
 			}
@@ -115,6 +122,11 @@ func (p *publisher) publish(ctx context.Context, exchange, key string, msgs []*m
 	}
 	return nil
 }
+
+// ErrChannelClosed is returned when RabbitMQ closes a publishing channel
+// with an exception while the connection stays up (a deleted exchange or
+// queue, for instance). The next publish declares the topic again.
+var ErrChannelClosed = errors.New("amqp: channel closed by the broker")
 
 // ErrNacked is returned when RabbitMQ refuses a published message
 // (basic.nack: an internal error of the queue).
