@@ -81,7 +81,7 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		}
 		transport.TLSClientConfig = tlsCfg
 	}
-	httpClient := &http.Client{Transport: transport}
+	httpClient := &http.Client{Transport: bufferedBodies{transport}}
 	var endpoint *string
 	if cfg.Endpoint != "" {
 		endpoint = aws.String(cfg.Endpoint)
