@@ -97,11 +97,19 @@ func (n *privateNode) require(t *testing.T) {
 		t.Skip(msg)
 	}
 	n.once.Do(func() {
-		n.dir, n.err = os.MkdirTemp("", "hub-amqp-test-")
-		if n.err != nil {
+		// A fixed directory: a node left behind by a killed test run has
+		// its cookie and pid file there, so it can be stopped now.
+		n.dir = filepath.Join(os.TempDir(), "hub-amqp-test-node")
+		n.certs = filepath.Join(n.dir, "certs")
+		if n.err = os.MkdirAll(n.dir, 0o755); n.err != nil {
 			return
 		}
-		n.certs = filepath.Join(n.dir, "certs")
+		if n.err = n.run("stop"); n.err != nil {
+			return
+		}
+		if n.err = os.RemoveAll(filepath.Join(n.dir, "node", "mnesia")); n.err != nil {
+			return
+		}
 		if n.err = writeCerts(n.certs); n.err != nil {
 			return
 		}
@@ -118,6 +126,7 @@ func (n *privateNode) stop() {
 	}
 	if err := n.run("stop"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
+		return
 	}
 	_ = os.RemoveAll(n.dir)
 }
