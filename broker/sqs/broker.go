@@ -208,7 +208,7 @@ func (b *Broker) PublishDelayed(ctx context.Context, topic, group string, delay 
 		return err
 	}
 	var urls []string
-	if group != "" && group != topic {
+	if group != "" {
 		u, err := b.groupQueue(ctx, topic, group)
 		if err != nil {
 			return err

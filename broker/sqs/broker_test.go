@@ -408,6 +408,42 @@ func TestUnreachable(t *testing.T) {
 	require.ErrorContains(t, err, "sqs: cannot reach SQS at http://127.0.0.1:1")
 }
 
+func TestTLSFilesMissing(t *testing.T) {
+	_, err := New(context.Background(), Config{
+		Endpoint:    "https://127.0.0.1:1",
+		Credentials: &Credentials{AccessKeyID: "test", SecretAccessKey: "test"},
+		TLS:         &broker.TLSFiles{CA: "/nonexistent/ca.pem"},
+	})
+	require.ErrorContains(t, err, "sqs: TLS")
+}
+
+func TestNackDelay(t *testing.T) {
+	cfg := emulatorConfig(t)
+	cfg.NackDelay = time.Second
+	b := open(t, cfg)
+	ch := subscribe(t, b, "nackdelay", broker.Group{})
+	require.NoError(t, b.Publish("nackdelay", newMsg("x")))
+	m := receive(t, ch)
+	start := time.Now()
+	m.Nack()
+	m = receive(t, ch)
+	require.GreaterOrEqual(t, time.Since(start), 900*time.Millisecond)
+	require.Equal(t, "2", m.Metadata.Get(keyDeliveryCount))
+	m.Ack()
+}
+
+func TestPublishDelayedToDefaultGroupByName(t *testing.T) {
+	b := open(t, emulatorConfig(t))
+	ctx := context.Background()
+	require.NoError(t, b.Declare(ctx, "named", "other"))
+	// The default group's name is the topic: only its queue gets the message.
+	require.NoError(t, b.PublishDelayed(ctx, "named", "named", time.Second, newMsg("x")))
+	_, delayed, _ := queueCounts(t, b, "named", "")
+	require.Equal(t, 1, delayed)
+	_, delayed, _ = queueCounts(t, b, "named", "other")
+	require.Zero(t, delayed)
+}
+
 func TestPingAndName(t *testing.T) {
 	b := open(t, emulatorConfig(t))
 	require.NoError(t, b.Ping(context.Background()))

@@ -83,6 +83,9 @@ type Config struct {
 	// DeleteMessageBatch call deletes them (at most 10 per call). Defaults
 	// to [AckWindowDefault].
 	AckWindow time.Duration
+	// NackDelay is how long a nacked message stays hidden before SQS
+	// delivers it again, whole seconds up to 12h. Defaults to 0: at once.
+	NackDelay time.Duration
 	// Logger receives the adapter's warnings (failed deletes, receive
 	// errors). Defaults to slog.Default().
 	Logger *slog.Logger
@@ -119,6 +122,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.VisibilityTimeout < time.Second || c.VisibilityTimeout > maxVisibilityTimeout || c.VisibilityTimeout%time.Second != 0 {
 		errs = append(errs, fmt.Errorf("sqs: Config.VisibilityTimeout %v must be whole seconds between 1s and %v", c.VisibilityTimeout, maxVisibilityTimeout))
+	}
+	if c.NackDelay < 0 || c.NackDelay > maxVisibilityTimeout || c.NackDelay%time.Second != 0 {
+		errs = append(errs, fmt.Errorf("sqs: Config.NackDelay %v must be whole seconds between 0 and %v", c.NackDelay, maxVisibilityTimeout))
 	}
 	if c.AckWindow < 0 {
 		errs = append(errs, fmt.Errorf("sqs: Config.AckWindow %v must not be negative", c.AckWindow))

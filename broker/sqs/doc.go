@@ -22,7 +22,7 @@
 // broker.Group.Prefetch messages may be out and unacked at once. An ack
 // deletes the message (DeleteMessageBatch, acks collected over
 // Config.AckWindow); a nack makes it visible again at once
-// (ChangeMessageVisibility 0), and its next delivery carries
+// (ChangeMessageVisibility 0, or Config.NackDelay), and its next delivery carries
 // hub-delivery-count from SQS's ApproximateReceiveCount. A message not acked
 // within Config.VisibilityTimeout is delivered again by SQS.
 //

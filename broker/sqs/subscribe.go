@@ -35,9 +35,9 @@ func (b *Broker) Subscribe(ctx context.Context, topic string) (<-chan *message.M
 // and subscribes it to the topic if needed, then receives in batches of up
 // to Config.MaxMessages with long polling, never holding more than
 // g.Prefetch delivered and unacked messages. An ack deletes the message
-// (batched over Config.AckWindow); a nack makes it visible again at once,
-// and its next delivery carries hub-delivery-count from SQS's
-// ApproximateReceiveCount. When ctx is done receiving stops; the channel is
+// (batched over Config.AckWindow); a nack makes it visible again at once
+// (or after Config.NackDelay), and its next delivery carries
+// hub-delivery-count from SQS's ApproximateReceiveCount. When ctx is done receiving stops; the channel is
 // closed once every delivered message is acked or nacked. Unacked messages
 // are made visible at once when the broker is closed.
 func (b *Broker) SubscribeGroup(ctx context.Context, topic string, g broker.Group) (<-chan *message.Message, error) {
@@ -222,23 +222,23 @@ func (s *subscription) await(msg *message.Message, handle *string, acks *acker, 
 	case <-msg.Acked():
 		acks.add(handle)
 	case <-msg.Nacked():
-		s.visible(handle)
+		s.visible(handle, s.b.cfg.NackDelay)
 	case <-s.b.ctx.Done():
 		select {
 		case <-msg.Acked():
 			acks.add(handle)
 		default:
-			s.visible(handle)
+			s.visible(handle, 0)
 		}
 	}
 }
 
-// visible makes a message visible again at once (a nack).
-func (s *subscription) visible(handle *string) {
+// visible makes a message visible again after delay (a nack).
+func (s *subscription) visible(handle *string, delay time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 	defer cancel()
 	if _, err := s.b.sqs.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
-		QueueUrl: aws.String(s.url), ReceiptHandle: handle, VisibilityTimeout: 0,
+		QueueUrl: aws.String(s.url), ReceiptHandle: handle, VisibilityTimeout: int32(delay / time.Second),
 	}); err != nil {
 		s.b.cfg.Logger.Warn("sqs: nack failed; the message comes back after its visibility timeout", "queue", s.url, "error", err)
 	}
