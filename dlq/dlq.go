@@ -216,10 +216,14 @@ func scan(ctx context.Context, b broker.Broker, topic string, o Options, visit f
 	}
 	var kept []*message.Message
 	defer func() {
+		// Stop receiving before handing anything back: a receive still
+		// waiting (an SQS long poll) would otherwise take the letters just
+		// made visible again and lose them to the cancelled request until
+		// their visibility timeout ends.
+		cancel()
 		for _, m := range kept {
 			m.Nack()
 		}
-		cancel()
 		for m := range ch { // drain what was delivered after we stopped
 			m.Nack()
 		}
