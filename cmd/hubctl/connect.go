@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/harvesthub/hub/broker"
+	"github.com/harvesthub/hub/broker/amqp"
+	"github.com/harvesthub/hub/broker/sqs"
+)
+
+// connectTimeout bounds connecting to the broker.
+const connectTimeout = 10 * time.Second
+
+// sqsVisibilityDefault is how long a letter hubctl reads from SQS stays
+// hidden from other consumers: longer than one list, replay or purge.
+const sqsVisibilityDefault = 2 * time.Minute
+
+// memoryBrokers holds the in-process brokers tests reach as
+// memory://<name>.
+var memoryBrokers sync.Map // name -> broker.Broker
+
+// registerMemory makes b reachable as memory://name until the returned
+// function is called. hubctl never closes it.
+func registerMemory(name string, b broker.Broker) (unregister func()) {
+	memoryBrokers.Store(name, b)
+	return func() { memoryBrokers.Delete(name) }
+}
+
+// open connects to the broker cn names. The returned close function is
+// safe to call once.
+func (c *cli) open(cn *conn) (broker.Broker, func(), error) {
+	if cn.broker == "" {
+		return nil, nil, usagef("no broker: set --broker or HUBCTL_BROKER (amqp://user:pass@host:5672/, sqs://<region>?endpoint=...)")
+	}
+	u, err := url.Parse(cn.broker)
+	if err != nil {
+		return nil, nil, usagef("--broker: %v", redactErr(err))
+	}
+	level := slog.LevelError + 1 // silent
+	if cn.verbose {
+		level = slog.LevelWarn
+	}
+	log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: level}))
+	tlsSet := cn.tls != (broker.TLSFiles{})
+	var tlsFiles *broker.TLSFiles
+	if tlsSet {
+		t := cn.tls
+		tlsFiles = &t
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, connectTimeout)
+	defer cancel()
+	switch u.Scheme {
+	case "amqp", "amqps":
+		if tlsSet && u.Scheme != "amqps" {
+			return nil, nil, usagef("--tls-* flags need an amqps:// broker URL")
+		}
+		b, err := amqp.New(amqp.Config{URL: cn.broker, TLS: tlsFiles, Logger: log, DialTimeout: connectTimeout, PublishTimeout: 30 * time.Second})
+		if err != nil {
+			if strings.Contains(err.Error(), "Config") {
+				return nil, nil, usagef("%v", err)
+			}
+			return nil, nil, &unreachableError{err: err}
+		}
+		return b, func() { _ = b.Close() }, nil
+	case "sqs":
+		cfg, err := sqsConfig(u)
+		if err != nil {
+			return nil, nil, err
+		}
+		cfg.TLS, cfg.Logger = tlsFiles, log
+		b, err := sqs.New(ctx, cfg)
+		if err != nil {
+			if strings.Contains(err.Error(), "Config") {
+				return nil, nil, usagef("%v", err)
+			}
+			return nil, nil, &unreachableError{err: err}
+		}
+		return b, func() { _ = b.Close() }, nil
+	case "memory":
+		name := u.Host + u.Path
+		v, ok := memoryBrokers.Load(name)
+		if !ok {
+			return nil, nil, &unreachableError{err: fmt.Errorf("no in-process broker %q: memory:// URLs are for tests of hubctl only", name)}
+		}
+		return v.(broker.Broker), func() {}, nil
+	default:
+		return nil, nil, usagef("--broker %q: scheme must be amqp, amqps, sqs or memory", redact(cn.broker))
+	}
+}
+
+// sqsConfig reads sqs://[KEY:SECRET@]<region>?endpoint=...&prefix=...&visibility=...
+func sqsConfig(u *url.URL) (sqs.Config, error) {
+	// Short polls (a WaitTime that rounds to 0s): a long poll still open
+	// on the server when a scan stops would take the letters the scan then
+	// hands back, and hide them for the visibility timeout.
+	cfg := sqs.Config{Region: u.Host, VisibilityTimeout: sqsVisibilityDefault, WaitTime: time.Nanosecond}
+	if u.User != nil {
+		secret, _ := u.User.Password()
+		cfg.Credentials = &sqs.Credentials{AccessKeyID: u.User.Username(), SecretAccessKey: secret}
+	}
+	q := u.Query()
+	for k := range q {
+		switch k {
+		case "endpoint", "prefix", "visibility":
+		default:
+			return cfg, usagef("--broker: unknown sqs:// parameter %q; use endpoint, prefix or visibility", k)
+		}
+	}
+	cfg.Endpoint = q.Get("endpoint")
+	cfg.QueuePrefix = q.Get("prefix")
+	if v := q.Get("visibility"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return cfg, usagef("--broker: visibility=%q: %v", v, err)
+		}
+		cfg.VisibilityTimeout = d
+	}
+	return cfg, nil
+}
+
+// redact hides a password in a broker URL.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
+}
+
+// redactErr drops the URL (and its password) from a url.Parse error.
+func redactErr(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// check asks an Inspector whether topic has a queue, so that a mistyped
+// topic is reported instead of created by subscribing to it.
+func (c *cli) check(b broker.Broker, topic, hint string) error {
+	in, ok := b.(broker.Inspector)
+	if !ok {
+		return nil
+	}
+	_, err := in.Queues(c.ctx, topic)
+	if errors.Is(err, broker.ErrUnknownTopic) {
+		return fmt.Errorf("%s: %w%s", topic, broker.ErrUnknownTopic, hint)
+	}
+	if err != nil {
+		return fmt.Errorf("inspecting %s: %w", topic, err)
+	}
+	return nil
+}
