@@ -408,6 +408,46 @@ func TestUnreachable(t *testing.T) {
 	require.ErrorContains(t, err, "sqs: cannot reach SQS at http://127.0.0.1:1")
 }
 
+func TestVisibilityExtension(t *testing.T) {
+	for _, extend := range []bool{true, false} {
+		t.Run(fmt.Sprintf("extend=%v", extend), func(t *testing.T) {
+			cfg := emulatorConfig(t)
+			cfg.VisibilityTimeout = time.Second
+			cfg.NoVisibilityExtension = !extend
+			b := open(t, cfg)
+			require.NoError(t, b.Declare(context.Background(), "slow", "g"))
+			first := subscribe(t, b, "slow", broker.Group{Name: "g"})
+			second := subscribe(t, open(t, cfg), "slow", broker.Group{Name: "g"})
+			require.NoError(t, b.Publish("slow", newMsg("x")))
+			var held *message.Message
+			select { // either consumer may get it first
+			case held = <-first:
+			case held = <-second:
+			case <-time.After(wait):
+				t.Fatal("not delivered")
+			}
+			if extend {
+				// Held three visibility timeouts: nobody gets it again.
+				nothing(t, first, 1500*time.Millisecond)
+				nothing(t, second, 1500*time.Millisecond)
+				held.Ack()
+				return
+			}
+			select {
+			case m := <-first:
+				require.Equal(t, held.UUID, m.UUID)
+				m.Ack()
+			case m := <-second:
+				require.Equal(t, held.UUID, m.UUID)
+				m.Ack()
+			case <-time.After(wait):
+				t.Fatal("not delivered again after the visibility timeout")
+			}
+			held.Ack()
+		})
+	}
+}
+
 func TestTLSFilesMissing(t *testing.T) {
 	_, err := New(context.Background(), Config{
 		Endpoint:    "https://127.0.0.1:1",

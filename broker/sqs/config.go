@@ -76,9 +76,16 @@ type Config struct {
 	MaxMessages int
 	// VisibilityTimeout is how long a received, unacked message stays
 	// hidden before SQS delivers it again, at least 1s and at most 12h,
-	// whole seconds. Handlers that run longer see their message delivered
-	// twice. Defaults to [VisibilityTimeoutDefault].
+	// whole seconds. While a delivered message is neither acked nor nacked
+	// the subscription extends it every half VisibilityTimeout, so a slow
+	// handler keeps its message; a crashed process stops extending and the
+	// message comes back within VisibilityTimeout. Defaults to
+	// [VisibilityTimeoutDefault].
 	VisibilityTimeout time.Duration
+	// NoVisibilityExtension turns the extension off: a message not settled
+	// within VisibilityTimeout is delivered again, to any consumer of the
+	// group, while its first delivery is still out. Defaults to false.
+	NoVisibilityExtension bool
 	// AckWindow is how long acks are collected before one
 	// DeleteMessageBatch call deletes them (at most 10 per call). Defaults
 	// to [AckWindowDefault].

@@ -218,29 +218,43 @@ func (s *subscription) await(msg *message.Message, handle *string, acks *acker, 
 	defer inflight.Done()
 	defer s.release(1)
 	defer settled()
-	select {
-	case <-msg.Acked():
-		acks.add(handle)
-	case <-msg.Nacked():
-		s.visible(handle, s.b.cfg.NackDelay)
-	case <-s.b.ctx.Done():
+	var extend <-chan time.Time
+	if !s.b.cfg.NoVisibilityExtension {
+		t := time.NewTicker(s.b.cfg.VisibilityTimeout / 2)
+		defer t.Stop()
+		extend = t.C
+	}
+	for {
 		select {
 		case <-msg.Acked():
 			acks.add(handle)
-		default:
-			s.visible(handle, 0)
+			return
+		case <-msg.Nacked():
+			s.visible(handle, s.b.cfg.NackDelay)
+			return
+		case <-s.b.ctx.Done():
+			select {
+			case <-msg.Acked():
+				acks.add(handle)
+			default:
+				s.visible(handle, 0)
+			}
+			return
+		case <-extend:
+			s.visible(handle, s.b.cfg.VisibilityTimeout)
 		}
 	}
 }
 
-// visible makes a message visible again after delay (a nack).
+// visible makes a message visible again after delay: a nack, or an
+// extension of its visibility timeout.
 func (s *subscription) visible(handle *string, delay time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 	defer cancel()
 	if _, err := s.b.sqs.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
 		QueueUrl: aws.String(s.url), ReceiptHandle: handle, VisibilityTimeout: int32(delay / time.Second),
 	}); err != nil {
-		s.b.cfg.Logger.Warn("sqs: nack failed; the message comes back after its visibility timeout", "queue", s.url, "error", err)
+		s.b.cfg.Logger.Warn("sqs: changing a message's visibility failed", "queue", s.url, "visibility", delay, "error", err)
 	}
 }
 
