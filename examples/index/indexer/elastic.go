@@ -258,7 +258,11 @@ func (e *Elastic) bulk(ctx context.Context, docs []records.IndexJob, pending []i
 			return nil, fmt.Errorf("indexer: encoding %s: %w", docs[i].DocID, err)
 		}
 	}
-	opts := []func(*esapi.BulkRequest){e.es.Bulk.WithContext(ctx), e.es.Bulk.WithIndex(e.cfg.Index)}
+	opts := []func(*esapi.BulkRequest){
+		e.es.Bulk.WithContext(ctx), e.es.Bulk.WithIndex(e.cfg.Index),
+		// The _bulk API documents application/x-ndjson; the client would send JSON.
+		e.es.Bulk.WithHeader(map[string]string{"Content-Type": "application/x-ndjson"}),
+	}
 	if e.cfg.Refresh != "" {
 		opts = append(opts, e.es.Bulk.WithRefresh(e.cfg.Refresh))
 	}

@@ -44,10 +44,16 @@ type Service struct {
 	idx Indexer
 	h   *hub.Hub
 
-	submit    chan submission
+	submit    chan submission // buffered: MaxBatch
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
+	// mu guards closed: sends hold it shared, Close exclusive, so nothing
+	// is sent once the batcher may have stopped.
+	mu     sync.RWMutex
+	closed bool
+	// queued, when set (tests), is called after a submission is queued.
+	queued func()
 }
 
 type submission struct {
@@ -79,7 +85,7 @@ func NewService(idx Indexer, cfg ServiceConfig) (*Service, error) {
 	}
 	s := &Service{
 		cfg: cfg, idx: idx,
-		submit: make(chan submission),
+		submit: make(chan submission, cfg.MaxBatch),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
@@ -117,12 +123,20 @@ func (s *Service) handle(ctx context.Context, m hub.Message[records.IndexJob]) e
 // Index indexes one job through the batcher and returns once it is indexed.
 func (s *Service) Index(ctx context.Context, job records.IndexJob) error {
 	sub := submission{ctx: ctx, job: job, reply: make(chan error, 1)}
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return ErrClosed
+	}
 	select {
 	case s.submit <- sub:
-	case <-s.stop:
-		return ErrClosed
+		s.mu.RUnlock()
 	case <-ctx.Done():
+		s.mu.RUnlock()
 		return ctx.Err()
+	}
+	if s.queued != nil {
+		s.queued()
 	}
 	select {
 	case err := <-sub.reply:
@@ -142,6 +156,10 @@ func (s *Service) batch() {
 		select {
 		case first = <-s.submit:
 		case <-s.stop:
+			// Close waited for every send: what is queued is all there is.
+			for len(s.submit) > 0 {
+				(<-s.submit).reply <- ErrClosed
+			}
 			return
 		}
 		subs := []submission{first}
@@ -193,7 +211,12 @@ func (s *Service) flush(subs []submission) {
 // Close stops the batching goroutine. Call it after the hub has drained.
 // It is safe to call more than once.
 func (s *Service) Close() error {
-	s.closeOnce.Do(func() { close(s.stop) })
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		close(s.stop)
+	})
 	<-s.done
 	return nil
 }
