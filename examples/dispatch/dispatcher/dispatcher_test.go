@@ -82,7 +82,7 @@ func TestJobsBoundEvictsLeastRecentlyUpdated(t *testing.T) {
 		j.Dispatched(fmt.Sprintf("s:%d", i), "s", "", "", t0, t0)
 	}
 	j.Indexed("s:0", "bleve", t0.Add(time.Second)) // s:0 becomes the most recent
-	j.Dispatched("s:3", "s", "", "", t0, t0)        // evicts s:1, the least recent
+	j.Dispatched("s:3", "s", "", "", t0, t0)       // evicts s:1, the least recent
 	require.Equal(t, 3, j.Len())
 	_, ok := j.Get("s:1")
 	require.False(t, ok)

@@ -84,7 +84,7 @@ func TestServiceRetriesAndDeadLetters(t *testing.T) {
 	b := openBleve(t, t.TempDir())
 	jobs := sampleJobs()
 	fi := &flakyIndexer{Indexer: b, fail: map[string]error{
-		jobs[0].DocID: errors.New("es_rejected_execution_exception"),            // transient: retried
+		jobs[0].DocID: errors.New("es_rejected_execution_exception"),           // transient: retried
 		jobs[1].DocID: retry.Permanent(errors.New("mapper_parsing_exception")), // permanent: dead-lettered
 	}}
 	th := hubtest.New(t)
