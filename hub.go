@@ -378,7 +378,8 @@ func (h *Hub) Close() error {
 func (h *Hub) stopping() bool { return h.drainCtx.Err() != nil }
 
 // Health returns nil when the broker and the idempotency store are
-// reachable and no handler attempt has run past Config.StuckAfter.
+// reachable and no handler attempt has run past Config.StuckAfter. Each
+// failed check is a *CheckError naming it; HealthHandler serves the result.
 func (h *Hub) Health(ctx context.Context) error {
 	h.mu.Lock()
 	st := h.st
@@ -388,16 +389,16 @@ func (h *Hub) Health(ctx context.Context) error {
 	}
 	var errs []error
 	if err := h.b.Ping(ctx); err != nil {
-		errs = append(errs, fmt.Errorf("hub: broker %s unreachable: %w", h.b.Name(), err))
+		errs = append(errs, &CheckError{Check: "broker", Err: fmt.Errorf("hub: broker %s unreachable: %w", h.b.Name(), err)})
 	}
 	if err := h.store.Ping(ctx); err != nil {
-		errs = append(errs, fmt.Errorf("hub: idempotency store unreachable: %w", err))
+		errs = append(errs, &CheckError{Check: "idempotency", Err: fmt.Errorf("hub: idempotency store unreachable: %w", err)})
 	}
 	if h.cfg.StuckAfter > 0 {
 		h.mu.Lock()
 		for _, hd := range h.handlers {
 			if since := hd.oldestAttempt(); !since.IsZero() && time.Since(since) > h.cfg.StuckAfter {
-				errs = append(errs, fmt.Errorf("hub: handler %q has an attempt running for %v, longer than StuckAfter %v", hd.name, time.Since(since).Round(time.Millisecond), h.cfg.StuckAfter))
+				errs = append(errs, &CheckError{Check: "handler " + hd.name, Err: fmt.Errorf("hub: handler %q has an attempt running for %v, longer than StuckAfter %v", hd.name, time.Since(since).Round(time.Millisecond), h.cfg.StuckAfter)})
 			}
 		}
 		h.mu.Unlock()
