@@ -12,6 +12,14 @@
 // republish returned, so an interrupted replay loses nothing; run again, it
 // may publish a letter twice, and the idempotency key it keeps makes the
 // handler see it once.
+//
+// # SQS
+//
+// An SQS receive request the client gave up on may still be served, hiding
+// the letters it takes for the visibility timeout. Use a broker with short
+// polls for dlq calls (sqs.Config.WaitTime below 500ms, which rounds to 0s,
+// as hubctl does) and a VisibilityTimeout longer than one call; a scan
+// stops receiving, then waits a moment before it hands letters back.
 package dlq
 
 import (
@@ -177,6 +185,10 @@ type Options struct {
 	MaxScan int
 }
 
+// stopGrace is how long a scan waits, once it stopped receiving, before
+// handing back the letters it kept.
+const stopGrace = 100 * time.Millisecond
+
 // IdleDefault and MaxScanDefault are the defaults of Options.
 const (
 	IdleDefault    = time.Second
@@ -221,6 +233,13 @@ func scan(ctx context.Context, b broker.Broker, topic string, o Options, visit f
 		// made visible again and lose them to the cancelled request until
 		// their visibility timeout ends.
 		cancel()
+		if len(kept) > 0 {
+			// A receive request sent just before the cancel may still be
+			// served (SQS serves a request whose client went away): let it
+			// find nothing visible before the letters become visible again.
+			t := time.NewTimer(stopGrace)
+			<-t.C
+		}
 		for _, m := range kept {
 			m.Nack()
 		}
