@@ -322,6 +322,8 @@ func Get(ctx context.Context, b broker.Broker, dlqTopic, id string, o Options) (
 type ReplayOptions struct {
 	Options
 	// To publishes to this topic instead of each letter's original topic.
+	// A letter replayed to another topic than its own reaches every group
+	// of that topic (its failed handler's name means nothing there).
 	To string
 	// DryRun reports what would be replayed and changes nothing.
 	DryRun bool
@@ -354,7 +356,11 @@ func Replay(ctx context.Context, b broker.Broker, dlqTopic string, o ReplayOptio
 		if o.To != "" {
 			to = o.To
 		}
-		if err := b.Publish(to, l.ReplayMessage()); err != nil {
+		rm := l.ReplayMessage()
+		if to != l.OriginalTopic {
+			delete(rm.Metadata, hub.KeyTargetGroup)
+		}
+		if err := b.Publish(to, rm); err != nil {
 			return false, true, fmt.Errorf("dlq: replaying %s to %q: %w", l.ID, to, err)
 		}
 		res.Replayed++

@@ -430,3 +430,23 @@ func TestReplayAfterLostConfirm(t *testing.T) {
 	require.Len(t, th.Messages("records"), 2, "the two originals")
 	waitLetters(t, th.Broker, "records.dlq", 0)
 }
+
+// TestReplayTo: replayed to another topic, letters reach its handlers,
+// whatever their names.
+func TestReplayTo(t *testing.T) {
+	ctx := context.Background()
+	c, q := newCounter(), newCounter()
+	q.fix()
+	th := hubtest.New(t, hubtest.WithConfig(func(cfg *hub.Config) { cfg.Retry = policy }))
+	require.NoError(t, hub.Handle(th.Hub, "records", c.handler, hub.Name("normalise")))
+	require.NoError(t, hub.Handle(th.Hub, "quarantine", q.handler, hub.Name("inspect")))
+	th.Start()
+	hubtest.Send(t, th, "records", Record{ID: "1", Kind: "perm"}, hub.WithKey("k1"))
+	waitLetters(t, th.Broker, "records.dlq", 1)
+
+	res, err := dlq.Replay(ctx, th.Broker, "records.dlq", dlq.ReplayOptions{Options: dlq.Options{Idle: 100 * time.Millisecond}, To: "quarantine"})
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Replayed)
+	require.Equal(t, map[string]int{"k1": 1}, q.wait(t, 1))
+	waitLetters(t, th.Broker, "records.dlq", 0)
+}
