@@ -52,6 +52,9 @@ func (c *cli) open(cn *conn) (broker.Broker, func(), error) {
 	var tlsFiles *broker.TLSFiles
 	if tlsSet {
 		t := cn.tls
+		if _, err := t.Config(); err != nil {
+			return nil, nil, usagef("--tls-ca/--tls-cert/--tls-key: %v", err)
+		}
 		tlsFiles = &t
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, connectTimeout)
