@@ -323,12 +323,19 @@ const (
 	OutcomeSkipped   = "skipped"   // addressed to another handler's group
 )
 
+var errShuttingDown = errors.New("hub: shutting down; nacked without calling the handler")
+
 // handle runs one delivery through the hub's fixed steps: claim, decode,
 // attempts with in-process retries, then complete and ack, or schedule a
 // delayed retry, or dead-letter. Its return value tells the router to ack
 // (nil) or nack (error).
 func (hd *handler) handle(msg *message.Message) error {
 	h := hd.h
+	if h.stopping() {
+		// Shutdown has begun: start nothing new. A message nacked during
+		// the drain can come straight back before the subscription closes.
+		return errShuttingDown
+	}
 	if tg := msg.Metadata.Get(KeyTargetGroup); tg != "" && tg != hd.name {
 		h.tel.skipped(h.workCtx, hd)
 		return nil
