@@ -41,7 +41,8 @@
 // A repeated request is accepted again (202) and published again; the hub
 // drops the duplicate downstream, within its idempotency retention
 // (hub.Config.Retention, 24h by default). The server keeps no state of its
-// own, so any replica can take the retry. Keys are not scoped per client:
+// own, so any replica can take the retry. A repeated key with a different
+// body is not detected: downstream, the hub keeps the first. Keys are not scoped per client:
 // two clients that send the same Idempotency-Key (or the same source and
 // id) name the same records, so clients should use random (UUID) keys.
 //
@@ -64,6 +65,13 @@
 //
 // API keys and client certificates need the scope [ScopeWrite]
 // ("records:write").
+//
+// # Request IDs
+//
+// Every answer carries X-Request-ID: the client's (1 to 128 visible ASCII
+// characters) or a new UUID. Published records carry it as their
+// correlation ID (hub.WithCorrelationID), and the server's log lines name
+// it.
 //
 // # Rate limits
 //

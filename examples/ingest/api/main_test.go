@@ -58,7 +58,7 @@ type env struct {
 
 // newEnv starts a server with an API key store holding devKey; opts adjust
 // the configuration.
-func newEnv(t *testing.T, opts ...func(*api.Config)) *env {
+func newEnv(t testing.TB, opts ...func(*api.Config)) *env {
 	t.Helper()
 	e := &env{th: hubtest.New(t), clock: newClock(), keys: api.NewKeyStore()}
 	var err error

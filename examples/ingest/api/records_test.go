@@ -224,22 +224,65 @@ func TestPostRefused(t *testing.T) {
 // A body larger than the limit sent without Content-Length (chunked) is
 // cut off by http.MaxBytesReader while it is read.
 func TestPostChunkedTooLarge(t *testing.T) {
-	e := newEnv(t, func(c *api.Config) { c.MaxBodyBytes = 1000 })
-	line := `{"id":"r1","source":"web","title":"T"}` + "\n"
-	pr, pw := io.Pipe()
-	go func() {
-		for range 100 {
-			if _, err := io.WriteString(pw, line); err != nil {
-				return
+	for _, tt := range []struct{ name, contentType, head, repeat, tail string }{
+		{"NDJSON", ctNDJSON, "", `{"id":"r1","source":"web","title":"T"}` + "\n", ""},
+		{"JSON", ctJSON, `{"id":"r1","source":"web","title":"`, "xxxxxxxxxx", `"}`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, func(c *api.Config) { c.MaxBodyBytes = 1000 })
+			pr, pw := io.Pipe()
+			go func() {
+				_, _ = io.WriteString(pw, tt.head)
+				for range 200 {
+					if _, err := io.WriteString(pw, tt.repeat); err != nil {
+						return
+					}
+				}
+				_, _ = io.WriteString(pw, tt.tail)
+				_ = pw.Close()
+			}()
+			resp := e.do(t, http.MethodPost, "/v1/records", pr, "Content-Type: "+tt.contentType, "X-API-Key: "+e.devKey)
+			_ = pr.Close()
+			require.Equal(t, http.StatusRequestEntityTooLarge, resp.status, "body: %s", resp.body)
+			resp.problem(t)
+			require.Empty(t, e.published(t))
+		})
+	}
+}
+
+// X-Request-ID is echoed (or made) and becomes the records' correlation ID.
+func TestRequestID(t *testing.T) {
+	for _, tt := range []struct {
+		name, header string
+		keep         bool
+	}{
+		{"client's", "req-42", true},
+		{"none", "", false},
+		{"invalid", "a b", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			headers := []string{"X-API-Key: " + e.devKey}
+			if tt.header != "" {
+				headers = append(headers, "X-Request-ID: "+tt.header)
 			}
-		}
-		_ = pw.Close()
-	}()
-	resp := e.do(t, http.MethodPost, "/v1/records", pr, "Content-Type: "+ctNDJSON, "X-API-Key: "+e.devKey)
-	_ = pr.Close()
-	require.Equal(t, http.StatusRequestEntityTooLarge, resp.status)
-	resp.problem(t)
-	require.Empty(t, e.published(t))
+			resp := e.post(t, ctJSON, validRecord, headers...)
+			resp.accepted(t)
+			rid := resp.header.Get("X-Request-ID")
+			if tt.keep {
+				require.Equal(t, tt.header, rid)
+			} else {
+				require.Len(t, rid, 36)
+			}
+			msgs := e.th.Messages(records.TopicIngested)
+			require.Len(t, msgs, 1)
+			require.Equal(t, rid, msgs[0].Metadata.Get(hub.KeyCorrelationID))
+
+			resp = e.post(t, "text/plain", validRecord, headers...)
+			require.Equal(t, http.StatusUnsupportedMediaType, resp.status)
+			require.NotEmpty(t, resp.header.Get("X-Request-ID"))
+		})
+	}
 }
 
 func TestPostPublishFailure(t *testing.T) {

@@ -183,6 +183,11 @@ func tokenReason(err error) string {
 }
 
 func (s *Server) postRecords(w http.ResponseWriter, r *http.Request) {
+	// Every answer names the request; published records carry it as their
+	// correlation ID.
+	rid := requestID(r.Header.Get("X-Request-ID"))
+	w.Header().Set("X-Request-ID", rid)
+	r = r.WithContext(hub.WithCorrelationID(r.Context(), rid))
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		s.refuse(w, r, newProblem(http.StatusMethodNotAllowed, ProblemMethod, r.Method+" is not allowed on /v1/records; use POST"), nil)
@@ -269,6 +274,20 @@ func (s *Server) postRecords(w http.ResponseWriter, r *http.Request) {
 	s.publish(w, r, p, recs, keys)
 }
 
+// requestID returns the client's X-Request-ID when it is 1 to 128 visible
+// ASCII characters, else a new UUID.
+func requestID(v string) string {
+	if v == "" || len(v) > 128 {
+		return strings.TrimPrefix(newInstance(), "urn:uuid:")
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] < 0x21 || v[i] > 0x7e {
+			return strings.TrimPrefix(newInstance(), "urn:uuid:")
+		}
+	}
+	return v
+}
+
 // idempotencyKey reads the Idempotency-Key header: a token or, as the IETF
 // draft writes it, a quoted string. ok is false for an invalid one.
 func idempotencyKey(h http.Header) (string, bool) {
@@ -315,7 +334,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, p principal, re
 		}
 		ids = append(ids, rec.ID)
 	}
-	s.log.InfoContext(r.Context(), "api: records accepted", "principal", p.id, "tenant", p.tenant, "count", len(recs))
+	s.log.InfoContext(r.Context(), "api: records accepted", "request_id", hub.CorrelationID(ctx), "principal", p.id, "tenant", p.tenant, "count", len(recs))
 	body, _ := json.Marshal(Accepted{Accepted: len(ids), IDs: ids})
 	w.Header().Set("Content-Type", MediaJSON)
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
@@ -349,7 +368,7 @@ func (s *Server) refuseDecode(w http.ResponseWriter, r *http.Request, d *decodeE
 // refuse logs and writes a problem.
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, pr *Problem, p *principal) {
 	pr.Instance = newInstance()
-	attrs := []any{"status", pr.Status, "instance", pr.Instance, "method", r.Method, "path", r.URL.Path, "detail", pr.Detail}
+	attrs := []any{"status", pr.Status, "instance", pr.Instance, "request_id", hub.CorrelationID(r.Context()), "method", r.Method, "path", r.URL.Path, "detail", pr.Detail}
 	if p != nil {
 		attrs = append(attrs, "principal", p.id)
 	}
