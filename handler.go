@@ -508,7 +508,10 @@ func (hd *handler) republish(ctx context.Context, msg *message.Message, delay ti
 		m.Metadata[KeyFirstFailedAt] = time.Now().UTC().Format(time.RFC3339Nano)
 	}
 	if dl, ok := h.b.(broker.Delayer); ok {
-		if err := dl.PublishDelayed(h.workCtxOr(ctx), hd.topic, hd.name, delay, m); err != nil {
+		pctx, obs := h.tel.startPublish(h.workCtxOr(ctx), hd.topic, m)
+		err := dl.PublishDelayed(pctx, hd.topic, hd.name, delay, m)
+		obs.end(pctx, 1, err)
+		if err != nil {
 			return fmt.Errorf("hub: scheduling delayed retry of %s: %w", msg.UUID, err)
 		}
 		return nil
@@ -518,7 +521,10 @@ func (hd *handler) republish(ctx context.Context, msg *message.Message, delay ti
 		return errors.New("hub: shutting down before a delayed retry was published")
 	}
 	m.Metadata[KeyTargetGroup] = hd.name
-	if err := h.b.Publish(hd.topic, m); err != nil {
+	pctx, obs := h.tel.startPublish(ctx, hd.topic, m)
+	err := h.b.Publish(hd.topic, m)
+	obs.end(pctx, 1, err)
+	if err != nil {
 		return fmt.Errorf("hub: publishing retry of %s: %w", msg.UUID, err)
 	}
 	return nil
@@ -548,7 +554,10 @@ func (hd *handler) deadLetter(ctx context.Context, msg *message.Message, scoped,
 	if m.Metadata[KeyKey] == "" {
 		m.Metadata[KeyKey] = msg.UUID
 	}
-	if err := h.b.Publish(h.DeadLetterTopic(hd.topic), m); err != nil {
+	pctx, obs := h.tel.startPublish(ctx, h.DeadLetterTopic(hd.topic), m)
+	err := h.b.Publish(h.DeadLetterTopic(hd.topic), m)
+	obs.end(pctx, 1, err)
+	if err != nil {
 		hd.release(scoped, token)
 		h.log.Error("hub: dead-letter publish failed; nacking", "handler", hd.name, "topic", hd.topic, "message_id", msg.UUID, "error", err)
 		hd.pause(hd.policy.InitialInterval)

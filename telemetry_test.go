@@ -145,15 +145,27 @@ func TestTelemetryMetrics(t *testing.T) {
 	}
 	require.EqualValues(t, 8, n)
 
+	// Per destination: hub.Publish six times and one delayed retry to
+	// records; one dead letter to records.dlq (its first publish failed).
 	sent := ms["messaging.client.sent.messages"].Data.(metricdata.Sum[int64])
-	require.Len(t, sent.DataPoints, 1)
-	require.EqualValues(t, 6, sent.DataPoints[0].Value)
-	require.Equal(t, map[string]string{"messaging.system": "memory", "messaging.destination.name": "records",
-		"messaging.operation.name": "send", "messaging.operation.type": "send"}, attrs(sent.DataPoints[0].Attributes))
+	sentBy := map[string]int64{}
+	for _, dp := range sent.DataPoints {
+		a := attrs(dp.Attributes)
+		require.Equal(t, "send", a["messaging.operation.name"])
+		require.Equal(t, "send", a["messaging.operation.type"])
+		require.Equal(t, "memory", a["messaging.system"])
+		require.NotContains(t, a, "error.type")
+		sentBy[a["messaging.destination.name"]] += dp.Value
+	}
+	require.Equal(t, map[string]int64{"records": 7, "records.dlq": 1}, sentBy)
 
 	op := ms["messaging.client.operation.duration"].Data.(metricdata.Histogram[float64])
-	require.Len(t, op.DataPoints, 1)
-	require.EqualValues(t, 6, op.DataPoints[0].Count)
+	opBy := map[string]uint64{}
+	for _, dp := range op.DataPoints {
+		a := attrs(dp.Attributes)
+		opBy[a["messaging.destination.name"]+" "+a["error.type"]] += dp.Count
+	}
+	require.Equal(t, map[string]uint64{"records ": 7, "records.dlq ": 1, "records.dlq _OTHER": 1}, opBy)
 
 	inflight := ms["hub.handler.inflight"].Data.(metricdata.Sum[int64])
 	require.False(t, inflight.IsMonotonic)
@@ -173,36 +185,58 @@ func TestTelemetrySpans(t *testing.T) {
 	r := newTelemetryRig(t)
 	runOutcomes(t, r)
 
-	sends := map[string]sdktrace.ReadOnlySpan{}       // by message id
+	sends := map[trace.SpanID]sdktrace.ReadOnlySpan{}
+	var dlqSends []sdktrace.ReadOnlySpan
 	processes := map[string][]sdktrace.ReadOnlySpan{} // by message id
+	processByID := map[trace.SpanID]sdktrace.ReadOnlySpan{}
 	for _, s := range r.spans.Ended() {
 		a := spanAttrs(s)
 		switch s.Name() {
-		case "send records":
+		case "send records", "send records.dlq":
 			require.Equal(t, trace.SpanKindProducer, s.SpanKind())
 			require.Equal(t, "send", a["messaging.operation.type"])
 			require.Equal(t, "memory", a["messaging.system"])
-			sends[a["messaging.message.id"]] = s
+			require.NotEmpty(t, a["messaging.message.id"])
+			sends[s.SpanContext().SpanID()] = s
+			if s.Name() == "send records.dlq" {
+				dlqSends = append(dlqSends, s)
+			}
 		case "process records":
 			require.Equal(t, trace.SpanKindConsumer, s.SpanKind())
 			require.Equal(t, "process", a["messaging.operation.type"])
 			require.Equal(t, "records", a["messaging.consumer.group.name"])
 			processes[a["messaging.message.id"]] = append(processes[a["messaging.message.id"]], s)
+			processByID[s.SpanContext().SpanID()] = s
 		default:
 			t.Fatalf("unexpected span %q", s.Name())
 		}
 	}
-	require.Len(t, sends, 6)
+	require.Len(t, sends, 9, "six publishes, one delayed retry, two dead-letter publishes")
 	for id, ps := range processes {
-		send := sends[id]
-		require.NotNil(t, send, id)
 		for _, p := range ps {
+			send := sends[p.Parent().SpanID()]
+			require.NotNil(t, send, "%s: the process span is a child of a send span", id)
+			require.Equal(t, id, spanAttrs(send)["messaging.message.id"])
 			require.Equal(t, send.SpanContext().TraceID(), p.SpanContext().TraceID(), "%s: one trace", id)
-			require.Equal(t, send.SpanContext().SpanID(), p.Parent().SpanID(), "%s: child of send", id)
 			require.Len(t, p.Links(), 1)
 			require.Equal(t, send.SpanContext(), p.Links()[0].SpanContext.WithRemote(false), "%s: linked to send", id)
 		}
 	}
+	// The delayed retry is sent from inside the first process span: the
+	// second delivery's trace runs through the first.
+	delayed := processes["id-delay"]
+	require.Len(t, delayed, 2)
+	retrySend := sends[delayed[1].Parent().SpanID()]
+	require.Equal(t, delayed[0].SpanContext().SpanID(), retrySend.Parent().SpanID())
+	// Dead-letter publishes are children of the process span; the failed
+	// one is marked.
+	require.Len(t, dlqSends, 2)
+	for _, s := range dlqSends {
+		require.Contains(t, processByID, s.Parent().SpanID())
+	}
+	require.Equal(t, "Error", dlqSends[0].Status().Code.String())
+	require.Equal(t, "_OTHER", spanAttrs(dlqSends[0])["error.type"])
+	require.Equal(t, "Unset", dlqSends[1].Status().Code.String())
 	outcomeOf := func(id string) []string {
 		var out []string
 		for _, p := range processes[id] {
