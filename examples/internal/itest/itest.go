@@ -54,3 +54,12 @@ func Require(t testing.TB, service, rawAddr string) {
 	}
 	t.Skip(msg)
 }
+
+// RedisAddr is host:port of Redis (HUB_TEST_REDIS_ADDR).
+func RedisAddr() string { return cmp.Or(os.Getenv("HUB_TEST_REDIS_ADDR"), "127.0.0.1:6379") }
+
+// PostgresDSN is a pgx connection string for the test database
+// (HUB_TEST_POSTGRES_DSN).
+func PostgresDSN() string {
+	return cmp.Or(os.Getenv("HUB_TEST_POSTGRES_DSN"), "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
+}
