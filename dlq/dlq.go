@@ -61,7 +61,10 @@ type Letter struct {
 	FirstFailedAt time.Time
 	FailedAt      time.Time
 	// Payload is the original payload, encrypted if it was.
-	Payload  []byte
+	Payload []byte
+	// Metadata is the dead-letter message's metadata, without
+	// hub-delivery-count (which would count the deliveries of the dead
+	// letter itself).
 	Metadata map[string]string
 }
 
@@ -91,6 +94,9 @@ func FromMessage(m *message.Message) (Letter, error) {
 	for k, v := range md {
 		l.Metadata[k] = v
 	}
+	// Set by the adapter when the dead letter itself is delivered again
+	// (after an earlier List handed it back): not the letter's.
+	delete(l.Metadata, hub.KeyDeliveryCount)
 	return l, nil
 }
 

@@ -68,10 +68,11 @@ func TestFromMessageAndReplayMessage(t *testing.T) {
 		hub.KeyOriginalTopic: "records", hub.KeyHandler: "normalise", hub.KeyDLQReason: hub.ReasonExhausted,
 		hub.KeyDLQError: "boom", hub.KeyAttempts: "7", hub.KeyFailedAt: "2026-01-02T03:04:05.5Z",
 		hub.KeyFirstFailedAt: "2026-01-02T03:00:00Z", hub.KeyAttempt: "7", hub.KeyRedeliveries: "3",
-		hub.KeyCorrelationID: "c1", hub.KeyEncKeyID: "k1",
+		hub.KeyCorrelationID: "c1", hub.KeyEncKeyID: "k1", hub.KeyDeliveryCount: "3",
 	}
 	l, err := dlq.FromMessage(m)
 	require.NoError(t, err)
+	require.NotContains(t, l.Metadata, hub.KeyDeliveryCount, "the dead letter's own deliveries")
 	require.Equal(t, "m1", l.Key, "the key defaults to the ID")
 	require.Equal(t, 7, l.Attempts)
 	require.Equal(t, time.Date(2026, 1, 2, 3, 4, 5, 5e8, time.UTC), l.FailedAt)

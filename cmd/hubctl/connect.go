@@ -149,19 +149,20 @@ func redactErr(err error) error {
 	return err
 }
 
-// check asks an Inspector whether topic has a queue, so that a mistyped
-// topic is reported instead of created by subscribing to it.
-func (c *cli) check(b broker.Broker, topic, hint string) error {
+// check asks an Inspector whether topic's dead-letter topic has a queue,
+// so that a mistyped topic is reported instead of created by subscribing
+// to it.
+func (c *cli) check(b broker.Broker, topic, dlqTopic, hint string) error {
 	in, ok := b.(broker.Inspector)
 	if !ok {
 		return nil
 	}
-	_, err := in.Queues(c.ctx, topic)
+	_, err := in.Queues(c.ctx, dlqTopic)
 	if errors.Is(err, broker.ErrUnknownTopic) {
-		return fmt.Errorf("%s: %w%s", topic, broker.ErrUnknownTopic, hint)
+		return fmt.Errorf("%s has no dead-letter queue %s%s: %w", topic, dlqTopic, hint, broker.ErrUnknownTopic)
 	}
 	if err != nil {
-		return fmt.Errorf("inspecting %s: %w", topic, err)
+		return fmt.Errorf("inspecting %s: %w", dlqTopic, err)
 	}
 	return nil
 }

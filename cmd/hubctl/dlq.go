@@ -78,7 +78,7 @@ func (c *cli) dlqConnect(d *dlqCmd, topic string) error {
 	d.topic = topic
 	var hint string
 	d.dlq, hint = dlqTopic(d.topic, d.cn.dlqSuffix)
-	return c.check(d.b, d.dlq, hint)
+	return c.check(d.b, d.topic, d.dlq, hint)
 }
 
 func (c *cli) dlqList(args []string) error {

@@ -243,7 +243,8 @@ func TestErrors(t *testing.T) {
 		} {
 			r := runHubctl(t, env, "", tc.args...)
 			require.Equal(t, tc.code, r.code, "%v: %s", tc.args, r.stderr)
-			require.Contains(t, r.stderr, "hubctl: ")
+			require.True(t, strings.HasPrefix(r.stderr, "hubctl: "), r.stderr)
+			require.Equal(t, 1, strings.Count(r.stderr, "\n"), "one line: %q", r.stderr)
 			require.Contains(t, r.stderr, tc.msg, "%v", tc.args)
 		}
 
@@ -294,7 +295,7 @@ func TestErrors(t *testing.T) {
 			}
 			r := runHubctl(t, env, "", "dlq", "list", topic+".dlq")
 			require.Equal(t, exitNotFound, r.code)
-			require.Contains(t, r.stderr, fmt.Sprintf("(name the original topic: %s)", topic))
+			require.Equal(t, fmt.Sprintf("hubctl: %[1]s.dlq has no dead-letter queue %[1]s.dlq.dlq (name the original topic: %[1]s): broker: unknown topic\n", topic), r.stderr)
 
 			_, err := b.(broker.Inspector).Queues(t.Context(), topic+".dlq")
 			require.ErrorIs(t, err, broker.ErrUnknownTopic, "hubctl created no queue")

@@ -144,5 +144,5 @@ func TestConnectionFlags(t *testing.T) {
 
 	r = runHubctl(t, env, "", "dlq", "list", "records", "--dlq-suffix", ".dead")
 	require.Equal(t, exitNotFound, r.code)
-	require.Contains(t, r.stderr, "records.dead: broker: unknown topic")
+	require.Contains(t, r.stderr, "hubctl: records has no dead-letter queue records.dead: broker: unknown topic\n")
 }

@@ -104,18 +104,13 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "hubctl: "+oneLine(err.Error()))
-		var ue *usageError
-		if errors.As(err, &ue) {
-			fmt.Fprintln(stderr, `run "hubctl help" for usage`)
-		}
 	}
 	return exitCode(err)
 }
 
 func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, env func(string) string) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, helpText)
-		return usagef("no command")
+		return usagef("no command; run: hubctl help")
 	}
 	c := &cli{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr, env: env}
 	switch cmd := args[0]; cmd {
@@ -155,6 +150,7 @@ type cli struct {
 	stdout io.Writer
 	stderr io.Writer
 	env    func(string) string
+	usage  func() // the usage of the command being parsed
 }
 
 // conn holds the connection flags every command takes.
@@ -172,10 +168,15 @@ var connFlags = []string{"broker", "tls-ca", "tls-cert", "tls-key", "tls-server-
 
 func (c *cli) flagSet(name, usage string, cn *conn) *flag.FlagSet {
 	fs := flag.NewFlagSet("hubctl "+name, flag.ContinueOnError)
-	fs.SetOutput(c.stderr)
-	fs.Usage = func() {
+	// Parse errors become one line from run; the usage is printed for -h
+	// only (see parse).
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	c.usage = func() {
 		fmt.Fprintf(c.stderr, "Usage: hubctl %s\n\nFlags:\n", usage)
+		fs.SetOutput(c.stderr)
 		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
 	}
 	fs.StringVar(&cn.broker, "broker", "", "broker URL: amqp://, amqps://, sqs://<region>?endpoint=..., memory://<name> (tests)")
 	fs.StringVar(&cn.tls.CA, "tls-ca", "", "PEM file of the CAs that sign the broker's certificate")
@@ -208,6 +209,7 @@ func (c *cli) parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
+				c.usage()
 				return nil, err
 			}
 			return nil, usagef("%s: %v", fs.Name(), err)
