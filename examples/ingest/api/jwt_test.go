@@ -324,3 +324,16 @@ func TestJWKSBackgroundRefresh(t *testing.T) {
 	// have caused one unknown-kid fetch).
 	require.LessOrEqual(t, j.fetches.Load(), n+1)
 }
+
+// A failed refresh keeps the keys of the last good fetch.
+func TestJWKSRefreshFailureKeepsKeys(t *testing.T) {
+	keys := rsaKeys()
+	j := newJWKS(t, map[string]*rsa.PublicKey{"k1": &keys[0].PublicKey})
+	e := jwtEnv(t, j, func(c *api.Config) { c.JWT.RefreshInterval = 5 * time.Millisecond })
+	j.setStatus(http.StatusServiceUnavailable)
+	<-j.fetched // perhaps the good fetch of New
+	<-j.fetched // a failed refresh
+	<-j.fetched // the failed refresh before it has been handled
+	claims := jwt.MapClaims{"iss": issuer, "aud": audience, "sub": "s", "exp": e.clock.Now().Add(time.Hour).Unix(), "scope": "records:write"}
+	e.post(t, ctJSON, validRecord, "Authorization: Bearer "+token(t, keys[0], "k1", claims)).accepted(t)
+}
