@@ -363,6 +363,9 @@ func (t *telemetry) startProcess(ctx context.Context, hd *handler, msg *message.
 		}
 		ctx, o.span = t.tracer.Start(ctx, o.ht.spanName, opts...)
 	}
+	if cid := msg.Metadata.Get(KeyCorrelationID); cid != "" {
+		ctx = WithCorrelationID(ctx, cid)
+	}
 	if o.metrics {
 		t.inflight.Add(ctx, 1, o.ht.base.add...)
 		t.consumed.Add(ctx, 1, o.ht.base.add...)

@@ -296,3 +296,19 @@ func TestTelemetryPipeContinuesTheTrace(t *testing.T) {
 	require.Equal(t, byName["process records"].SpanContext().SpanID(), byName["send jobs"].Parent().SpanID())
 	require.Equal(t, byName["send jobs"].SpanContext().SpanID(), byName["process jobs"].Parent().SpanID())
 }
+
+// The handler's context carries the consumed message's correlation ID, so
+// what it publishes carries it on.
+func TestCorrelationIDFlowsIntoHandlerContext(t *testing.T) {
+	th := hubtest.New(t)
+	require.NoError(t, hub.Handle(th.Hub, "records", func(ctx context.Context, m hub.Message[Record]) error {
+		return hub.Publish(ctx, th.Hub, "jobs", IndexJob{RecordID: m.Payload.ID})
+	}))
+	th.Start()
+	ctx := hub.WithCorrelationID(context.Background(), "req-9")
+	require.NoError(t, hub.Publish(ctx, th.Hub, "records", Record{ID: "r1"}))
+	th.Settle(t)
+	jobs := th.Messages("jobs")
+	require.Len(t, jobs, 1)
+	require.Equal(t, "req-9", jobs[0].Metadata.Get(hub.KeyCorrelationID))
+}
