@@ -262,3 +262,32 @@ func TestCircuitBreakerIgnoresPermanentErrors(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, 60*time.Second, d, "gobreaker's default open period")
 }
+
+// Closing the hub while an attempt waits for a token nacks the message: it
+// stays queued, the handler is not called, nothing is dead-lettered.
+func TestRateLimitWaitInHubIsNackedOnClose(t *testing.T) {
+	entered := make(chan struct{}, 4)
+	signal := func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			entered <- struct{}{}
+			return h(msg)
+		}
+	}
+	th := hubtest.New(t, hubtest.WithConfig(func(c *hub.Config) {
+		c.Middleware = append(c.Middleware, signal, middleware.RateLimit(rate.Every(time.Hour), 1))
+	}))
+	var calls atomic.Int32
+	require.NoError(t, hub.Handle(th.Hub, "records", func(ctx context.Context, m hub.Message[Record]) error {
+		calls.Add(1)
+		return nil
+	}))
+	th.Start()
+	hubtest.Send(t, th, "records", Record{ID: "r1"})
+	hubtest.Send(t, th, "records", Record{ID: "r2"})
+	<-entered
+	<-entered // r2 is at (or in) the limiter
+	require.NoError(t, th.Hub.Close())
+	require.EqualValues(t, 1, calls.Load())
+	require.Equal(t, 1, th.Broker.Stats().Group("records", "records").Queued, "r2 is back in the queue")
+	require.Empty(t, th.DeadLetters("records"))
+}

@@ -12,10 +12,12 @@ import (
 // RateLimit lets at most r handler attempts per second start, with bursts of
 // up to burst, shared by every handler the returned middleware wraps (use
 // one RateLimit per downstream you protect). Each attempt waits for a token
-// with the message context: when the context ends first (Close, a Shutdown
-// deadline, or an outer Timeout), the attempt returns the context's error
-// without calling the handler and gives its reservation back; during
-// shutdown the hub turns that into a nack, never an ack.
+// with the message context: when the context ends first, the attempt
+// returns the context's error without calling the handler and gives its
+// reservation back. In a hub that context ends on Close or when the
+// Shutdown deadline passes (a graceful Shutdown waits for the wait as for a
+// running handler); the hub then nacks the message, never acks it. An outer
+// Timeout bounds the wait too, and its error is retried like any other.
 //
 // The wait runs inside the hub's per-message goroutine, so the deliveries
 // held while waiting are bounded by the handler's Concurrency, which is
