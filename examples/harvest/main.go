@@ -220,7 +220,40 @@ func demo(ctx context.Context, w io.Writer, base, key string, idx indexer.Indexe
 			return err
 		}
 	}
-	return nil
+	var last struct{ ID, Source string }
+	if err := json.Unmarshal(lines[len(lines)-1], &last); err != nil {
+		return fmt.Errorf("harvest: sample: %w", err)
+	}
+	return printJob(ctx, w, client, base, last.Source+":"+last.ID)
+}
+
+// printJob waits (bounded by ctx) until dispatch reports the job indexed,
+// and prints its status.
+func printJob(ctx context.Context, w io.Writer, client *http.Client, base, docID string) error {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/jobs/"+url.PathEscape(docID), nil)
+		if err != nil {
+			return err
+		}
+		res, err := client.Do(req)
+		if err != nil {
+			return fmt.Errorf("harvest: job status: %w", err)
+		}
+		body, _ := io.ReadAll(io.LimitReader(res.Body, 4096))
+		_ = res.Body.Close()
+		var job struct{ Status string }
+		if res.StatusCode == http.StatusOK && json.Unmarshal(body, &job) == nil && job.Status == dispatcher.StatusIndexed {
+			fmt.Fprintf(w, "GET /v1/jobs/%s\n  %s\n", docID, bytes.TrimSpace(body))
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("harvest: job %s not reported indexed (last answer %s %s): %w", docID, res.Status, body, ctx.Err())
+		case <-tick.C:
+		}
+	}
 }
 
 func sampleLines() [][]byte {

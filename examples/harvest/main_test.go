@@ -33,6 +33,7 @@ func TestDemo(t *testing.T) {
 	require.Regexp(t, `GET /v1/search\?q=ransomware  -> \d+ hits\n\s+\d+\.\d+\s+cyber-advisories:ADV-`, s)
 	require.Regexp(t, `GET /v1/search\?q=flood\+risk  -> \d+ hits\n\s+\d+\.\d+\s+gov-datasets:ds-\d+\s+Flood risk areas`, s)
 	require.Contains(t, s, "curl -sS -X POST http://127.0.0.1:")
+	require.Regexp(t, `GET /v1/jobs/careers:job-\d+\n  \{"doc_id":"careers:job-\d+","status":"indexed"`, s)
 }
 
 func TestSampleIsValid(t *testing.T) {
