@@ -36,15 +36,19 @@
 //   - with an Idempotency-Key header (1 to 255 visible ASCII characters,
 //     optionally in double quotes as the IETF draft writes it): the header
 //     for application/json, header + ":" + line number for NDJSON;
-//   - without one: "<source>:<id>" (hence no ':' in source).
+//   - without one: "<source>:<id>" (hence no ':' in source);
+//
+// each prefixed with "<scope>/", where the scope is the caller's tenant, or
+// its credential's ID when it has no tenant.
 //
 // A repeated request is accepted again (202) and published again; the hub
 // drops the duplicate downstream, within its idempotency retention
 // (hub.Config.Retention, 24h by default). The server keeps no state of its
 // own, so any replica can take the retry. A repeated key with a different
-// body is not detected: downstream, the hub keeps the first. Keys are not scoped per client:
-// two clients that send the same Idempotency-Key (or the same source and
-// id) name the same records, so clients should use random (UUID) keys.
+// body is not detected: downstream, the hub keeps the first. Because keys
+// are scoped, two tenants that send the same Idempotency-Key (or the same
+// source and id) never drop each other's records; within a tenant they
+// name the same records.
 //
 // # Authentication
 //

@@ -54,7 +54,7 @@ func Example() {
 	// Output:
 	// 202 Accepted {"accepted":1,"ids":["r1"]}
 	// web/r1 "Annual report" https://example.org/r1 tenant=acme at 2026-11-22T12:00:00Z
-	// hub key: upload-0001
+	// hub key: acme/upload-0001
 }
 
 // A validation error: the problem names the line and field, and nothing is

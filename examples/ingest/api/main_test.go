@@ -135,10 +135,16 @@ func (e *env) published(t *testing.T) []records.RecordIngested {
 	return hubtest.Published[records.RecordIngested](t, e.th, records.TopicIngested)
 }
 
+// hubKeys returns the published hub keys without their scope, after
+// checking that each carries the dev key's tenant scope "acme/".
 func (e *env) hubKeys() []string {
 	var keys []string
 	for _, m := range e.th.Messages(records.TopicIngested) {
-		keys = append(keys, m.Metadata.Get(hub.KeyKey))
+		k, ok := strings.CutPrefix(m.Metadata.Get(hub.KeyKey), "acme/")
+		if !ok {
+			panic("hub key " + m.Metadata.Get(hub.KeyKey) + " is not scoped by the tenant acme")
+		}
+		keys = append(keys, k)
 	}
 	return keys
 }

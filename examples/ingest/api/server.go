@@ -261,14 +261,20 @@ func (s *Server) postRecords(w http.ResponseWriter, r *http.Request) {
 		s.refuseDecode(w, r, derr, &p)
 		return
 	}
+	// Keys are scoped by the caller's tenant (or, without one, its
+	// credential), so two clients never dedupe each other's records.
+	scope := p.tenant
+	if scope == "" {
+		scope = p.id
+	}
 	for i, rec := range recs {
 		switch {
 		case idem == "":
-			keys = append(keys, rec.Source+":"+rec.ID)
+			keys = append(keys, scope+"/"+rec.Source+":"+rec.ID)
 		case media == MediaJSON:
-			keys = append(keys, idem)
+			keys = append(keys, scope+"/"+idem)
 		default:
-			keys = append(keys, idem+":"+strconv.Itoa(lines[i]))
+			keys = append(keys, scope+"/"+idem+":"+strconv.Itoa(lines[i]))
 		}
 	}
 	s.publish(w, r, p, recs, keys)
