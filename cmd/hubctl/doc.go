@@ -28,8 +28,14 @@
 // again republishes at most the letters whose ack was lost, which the
 // handlers' idempotency keys turn into duplicates acked unhandled.
 //
-// Purge asks to type the topic name to confirm unless --yes is given, and
-// refuses to run without a terminal and without --yes.
+// Purge asks to type the topic name to confirm unless --yes is given,
+// deletes exactly the letters it counted, and refuses to run without a
+// terminal and without --yes. Replay draws a progress bar when stdout is a
+// terminal and prints counts otherwise.
+//
+// topics stats reports each queue's depth, in-flight and consumer counts
+// where the broker reports them ("?" otherwise, -1 in --json). RabbitMQ
+// cannot list a topic's groups over AMQP: name them with --group.
 //
 // # Brokers
 //
@@ -69,7 +75,8 @@
 //	0  success
 //	1  the operation failed (a broker error, a replay that failed part way,
 //	   a purge not confirmed, a payload that could not be decrypted)
-//	2  usage error (unknown command or flag, bad filter, missing argument)
+//	2  usage error (unknown command or flag, bad filter, missing argument,
+//	   purge without a terminal and without --yes)
 //	3  not found (unknown topic or dead-letter queue, a letter that no
 //	   longer exists)
 //	4  the broker is unreachable

@@ -88,7 +88,8 @@ Connection (flags, or HUBCTL_<FLAG> environment variables):
 Exit codes:
   0  success
   1  operation failed (broker error, replay failed part way, purge not confirmed)
-  2  usage error (bad flag, bad filter, missing argument)
+  2  usage error (bad flag, bad filter, missing argument, purge with no
+     terminal and no --yes)
   3  not found (unknown topic, letter that no longer exists)
   4  broker unreachable
 
