@@ -43,9 +43,16 @@ var durationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5,
 
 var outcomes = [...]string{OutcomeAck, OutcomeRetry, OutcomeDelayed, OutcomeDLQ, OutcomeDuplicate, OutcomeSkipped}
 
-// globalTracerProviderType is the type of the global tracer provider before
-// an application installs one: a delegate that records nothing.
-var globalTracerProviderType = reflect.TypeOf(otel.GetTracerProvider())
+// globalPkg is the package of OpenTelemetry's global providers before an
+// application installs its own: delegates that record nothing until then.
+const globalPkg = "go.opentelemetry.io/otel/internal/global"
+
+// isUnsetGlobal reports whether tp is the global delegate, not yet set.
+// (Once set, otel.GetTracerProvider returns the installed provider.)
+func isUnsetGlobal(tp trace.TracerProvider) bool {
+	t := reflect.TypeOf(tp)
+	return t != nil && t.Kind() == reflect.Pointer && t.Elem().PkgPath() == globalPkg
+}
 
 // telemetry records the OpenTelemetry messaging metrics and spans.
 //
@@ -87,7 +94,7 @@ func newTelemetry(cfg Config, system string) *telemetry {
 	}
 	if tp == nil {
 		tp = otel.GetTracerProvider()
-		t.followsGTP = reflect.TypeOf(tp) == globalTracerProviderType
+		t.followsGTP = isUnsetGlobal(tp)
 	}
 	t.traceOn = !t.followsGTP && !isNoopTracerProvider(tp)
 	if t.prop == nil {
@@ -122,7 +129,7 @@ func isNoopTracerProvider(tp trace.TracerProvider) bool {
 func (t *telemetry) tracing() bool {
 	if t.followsGTP {
 		gtp := otel.GetTracerProvider()
-		return reflect.TypeOf(gtp) != globalTracerProviderType && !isNoopTracerProvider(gtp)
+		return !isUnsetGlobal(gtp) && !isNoopTracerProvider(gtp)
 	}
 	return t.traceOn
 }
