@@ -63,3 +63,9 @@ func RedisAddr() string { return cmp.Or(os.Getenv("HUB_TEST_REDIS_ADDR"), "127.0
 func PostgresDSN() string {
 	return cmp.Or(os.Getenv("HUB_TEST_POSTGRES_DSN"), "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
 }
+
+// SQSEndpoint is the SQS emulator's endpoint (HUB_TEST_SQS_ENDPOINT; fauxqs,
+// started by .ci/run or scripts/fauxqs).
+func SQSEndpoint() string {
+	return cmp.Or(os.Getenv("HUB_TEST_SQS_ENDPOINT"), "http://127.0.0.1:4566")
+}

@@ -42,6 +42,15 @@ type Config struct {
 	// SQSRegion is the AWS region (-sqs-region, HUB_SQS_REGION). Defaults to
 	// us-east-1.
 	SQSRegion string
+	// SQSWaitTime is the long-polling wait of one receive
+	// (-sqs-wait-time, HUB_SQS_WAIT_TIME); it bounds how long a shutdown
+	// waits for receives to return. Defaults to 0: the adapter's 20s.
+	SQSWaitTime time.Duration
+	// SQSVisibilityTimeout is how long a received, unacked message stays
+	// hidden, so how soon a crashed worker's messages are delivered again
+	// (-sqs-visibility-timeout, HUB_SQS_VISIBILITY_TIMEOUT). Defaults to 0:
+	// the adapter's 30s.
+	SQSVisibilityTimeout time.Duration
 	// TopicPrefix is prepended to every exchange, queue and SNS topic the
 	// broker creates (-topic-prefix, HUB_TOPIC_PREFIX), so several pipelines
 	// can share one broker. Defaults to empty.
@@ -84,12 +93,17 @@ func Defaults(service string) Config {
 		LogLevel:        env("HUB_LOG_LEVEL", "info"),
 		ShutdownTimeout: 25 * time.Second,
 	}
-	if v := os.Getenv("HUB_SHUTDOWN_TIMEOUT"); v != "" {
-		if d, err := time.ParseDuration(v); err == nil {
-			c.ShutdownTimeout = d
-		}
-	}
+	envDuration("HUB_SHUTDOWN_TIMEOUT", &c.ShutdownTimeout)
+	envDuration("HUB_SQS_WAIT_TIME", &c.SQSWaitTime)
+	envDuration("HUB_SQS_VISIBILITY_TIMEOUT", &c.SQSVisibilityTimeout)
 	return c
+}
+
+// envDuration sets *d from the variable name when it holds a duration.
+func envDuration(name string, d *time.Duration) {
+	if v, err := time.ParseDuration(os.Getenv(name)); err == nil {
+		*d = v
+	}
 }
 
 func env(name, def string) string { return cmp.Or(os.Getenv(name), def) }
@@ -113,6 +127,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.AMQPURL, "amqp-url", c.AMQPURL, "RabbitMQ URL (env HUB_AMQP_URL)")
 	fs.StringVar(&c.SQSEndpoint, "sqs-endpoint", c.SQSEndpoint, "SQS/SNS endpoint, empty for AWS (env HUB_SQS_ENDPOINT)")
 	fs.StringVar(&c.SQSRegion, "sqs-region", c.SQSRegion, "AWS region (env HUB_SQS_REGION)")
+	fs.DurationVar(&c.SQSWaitTime, "sqs-wait-time", c.SQSWaitTime, "SQS long-polling wait, 0 for 20s (env HUB_SQS_WAIT_TIME)")
+	fs.DurationVar(&c.SQSVisibilityTimeout, "sqs-visibility-timeout", c.SQSVisibilityTimeout, "SQS visibility timeout, 0 for 30s (env HUB_SQS_VISIBILITY_TIMEOUT)")
 	fs.StringVar(&c.TopicPrefix, "topic-prefix", c.TopicPrefix, "prefix of every exchange, queue and SNS topic (env HUB_TOPIC_PREFIX)")
 	fs.StringVar(&c.Store, "store", c.Store, "idempotency store: memory, redis or postgres (env HUB_STORE)")
 	fs.StringVar(&c.RedisAddr, "redis-addr", c.RedisAddr, "Redis host:port (env HUB_REDIS_ADDR)")

@@ -128,10 +128,12 @@ func newBroker(ctx context.Context, cfg Config, log *slog.Logger) (broker.Broker
 		return b, nil
 	case BrokerSQS:
 		b, err := sqs.New(ctx, sqs.Config{
-			Endpoint:    cfg.SQSEndpoint,
-			Region:      cfg.SQSRegion,
-			QueuePrefix: cfg.TopicPrefix,
-			Logger:      log.With("component", "sqs"),
+			Endpoint:          cfg.SQSEndpoint,
+			Region:            cfg.SQSRegion,
+			QueuePrefix:       cfg.TopicPrefix,
+			WaitTime:          cfg.SQSWaitTime,
+			VisibilityTimeout: cfg.SQSVisibilityTimeout,
+			Logger:            log.With("component", "sqs"),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("platform: SQS: %w", err)

@@ -156,6 +156,11 @@ func TestDistributedBackends(t *testing.T) {
 		{"amqp", "RabbitMQ", itest.AMQPURL(), func(c *Config) {
 			c.Broker, c.AMQPURL, c.TopicPrefix = BrokerAMQP, itest.AMQPURL(), "platform-test-"
 		}},
+		{"sqs", "SQS (fauxqs)", itest.SQSEndpoint(), func(c *Config) {
+			t.Setenv("AWS_ACCESS_KEY_ID", "test")
+			t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
+			c.Broker, c.SQSEndpoint, c.TopicPrefix, c.SQSWaitTime = BrokerSQS, itest.SQSEndpoint(), "platform-test-", time.Second
+		}},
 		{"redis", "Redis", itest.RedisAddr(), func(c *Config) { c.Store, c.RedisAddr = StoreRedis, itest.RedisAddr() }},
 		{"postgres", "PostgreSQL", itest.PostgresDSN(), func(c *Config) { c.Store, c.PostgresDSN = StorePostgres, itest.PostgresDSN() }},
 	}
