@@ -48,15 +48,20 @@ func TestQueues(t *testing.T) {
 
 	m1.Ack()
 	m2.Nack()
+	// Each deliverer settles its message before it takes the next: once
+	// two more are out, one is acked, two are held and two are queued.
+	m3, m4 := <-ch, <-ch
 	require.NoError(t, b.Publish("other", message.NewMessage("x", nil)))
-	require.NoError(t, b.WaitStats(ctx, func(s memory.Stats) bool { return s.Group("jobs", "index").Unacked == 2 }))
 	all, err := b.Queues(ctx, "")
 	require.NoError(t, err)
 	require.Len(t, all, 3)
 	require.Equal(t, "index", all[1].Group)
 	require.Equal(t, int64(2), all[1].Depth, "one acked, one nacked back, two out again")
+	require.Equal(t, int64(2), all[1].InFlight)
 	require.Equal(t, "other", all[2].Topic)
 
+	m3.Ack()
+	m4.Ack()
 	cancel()
 	for m := range ch {
 		m.Nack()
