@@ -66,7 +66,7 @@ func (c *cli) open(cn *conn) (broker.Broker, func(), error) {
 		}
 		b, err := amqp.New(amqp.Config{URL: cn.broker, TLS: tlsFiles, Logger: log, DialTimeout: connectTimeout, PublishTimeout: 30 * time.Second})
 		if err != nil {
-			if strings.Contains(err.Error(), "Config") {
+			if strings.Contains(err.Error(), ": Config.") {
 				return nil, nil, usagef("%v", err)
 			}
 			return nil, nil, &unreachableError{err: err}
@@ -80,7 +80,7 @@ func (c *cli) open(cn *conn) (broker.Broker, func(), error) {
 		cfg.TLS, cfg.Logger = tlsFiles, log
 		b, err := sqs.New(ctx, cfg)
 		if err != nil {
-			if strings.Contains(err.Error(), "Config") {
+			if strings.Contains(err.Error(), ": Config.") {
 				return nil, nil, usagef("%v", err)
 			}
 			return nil, nil, &unreachableError{err: err}
