@@ -26,8 +26,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/harvesthub/hub/examples/dispatch/dispatcher"
 	"github.com/harvesthub/hub/examples/index/indexer"
 	"github.com/harvesthub/hub/examples/ingest/api"
@@ -120,7 +118,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return errors.Join(fmt.Errorf("harvest: dev key: %w", err), rt.Close())
 	}
-	ingest, err := api.New(api.Config{Hub: rt.Hub, Keys: keys, RateLimit: rate.Inf, Logger: rt.Logger})
+	ingest, err := api.New(api.Config{Hub: rt.Hub, Keys: keys, Logger: rt.Logger})
 	if err != nil {
 		return errors.Join(err, rt.Close())
 	}

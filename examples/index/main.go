@@ -63,8 +63,14 @@ func openIndexer(ctx context.Context, o options) (indexer.Indexer, error) {
 	case "bleve":
 		return indexer.OpenBleve(o.data)
 	case "elasticsearch", "es":
+		var addrs []string
+		for _, a := range strings.Split(o.esURL, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				addrs = append(addrs, a)
+			}
+		}
 		return indexer.NewElastic(ctx, indexer.ElasticConfig{
-			Addresses:   strings.Split(o.esURL, ","),
+			Addresses:   addrs,
 			Index:       o.esIndex,
 			Username:    os.Getenv("HUB_ES_USERNAME"),
 			Password:    os.Getenv("HUB_ES_PASSWORD"),

@@ -289,10 +289,10 @@ func (rt *Runtime) Run(ctx context.Context) error {
 		rt.Logger.Info("shutting down", "cause", context.Cause(ctx).Error())
 	case err := <-hubDone:
 		hubDone <- err
-		runErr = fmt.Errorf("platform: hub stopped: %w", err)
+		runErr = unexpectedStop("hub", err)
 	case err := <-srvDone:
 		srvDone <- err
-		runErr = fmt.Errorf("platform: http server stopped: %w", err)
+		runErr = unexpectedStop("http server", err)
 	}
 	rt.mu.Lock()
 	rt.draining = true
@@ -319,6 +319,13 @@ func (rt *Runtime) Run(ctx context.Context) error {
 		rt.Logger.Info("stopped")
 	}
 	return runErr
+}
+
+func unexpectedStop(what string, err error) error {
+	if err == nil {
+		return fmt.Errorf("platform: %s stopped unexpectedly", what)
+	}
+	return fmt.Errorf("platform: %s stopped: %w", what, err)
 }
 
 // Close releases everything without running; for a Runtime whose Run was
