@@ -43,6 +43,7 @@ type Runtime struct {
 	closers  []func() error    // closed in reverse order after the hub
 	mu       sync.Mutex
 	checks   []namedCheck
+	ready    http.Handler // the hub's ReadinessHandler
 	ln       net.Listener
 	draining bool
 	closed   bool
@@ -106,7 +107,8 @@ func New(ctx context.Context, cfg Config, logOut io.Writer, opts ...Option) (*Ru
 	if rt.Hub, err = hub.New(rt.Broker, hc); err != nil {
 		return nil, fmt.Errorf("platform: %w", err)
 	}
-	rt.Mux.HandleFunc("GET /healthz", rt.healthz)
+	rt.ready = hub.ReadinessHandler(rt.Hub)
+	rt.Mux.Handle("GET /healthz", hub.LivenessHandler(rt.Hub))
 	rt.Mux.HandleFunc("GET /readyz", rt.readyz)
 	rt.Mux.Handle("GET /metrics", m.Handler())
 	ok = true
@@ -202,38 +204,34 @@ func (rt *Runtime) AddCloser(fn func() error) {
 	rt.closers = append(rt.closers, fn)
 }
 
-// healthz is the liveness probe: the process serves HTTP.
-func (rt *Runtime) healthz(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-}
-
-// readyz is the readiness probe: the broker, the store and every added
-// check answer, and the service is not draining.
+// readyz is the readiness probe: the service is not draining, every added
+// check passes, and then the hub's own ReadinessHandler (broker, store,
+// stuck handlers) answers. Failures are named in hub.HealthStatus JSON.
 func (rt *Runtime) readyz(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
-	defer cancel()
 	rt.mu.Lock()
 	draining := rt.draining
 	checks := append([]namedCheck(nil), rt.checks...)
 	rt.mu.Unlock()
-	failures := map[string]string{}
 	if draining {
-		failures["shutdown"] = "draining"
-	} else {
-		if err := rt.Hub.Health(ctx); err != nil {
-			failures["hub"] = err.Error()
-		}
-		for _, c := range checks {
-			if err := c.fn(ctx); err != nil {
-				failures[c.name] = err.Error()
-			}
-		}
-	}
-	if len(failures) > 0 {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "failures": failures})
+		writeJSON(w, http.StatusServiceUnavailable, hub.HealthStatus{Status: "stopping", Checks: map[string]string{"hub": "shutting down"}})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	ctx, cancel := context.WithTimeout(r.Context(), hub.ReadinessTimeoutDefault)
+	defer cancel()
+	failures := map[string]string{}
+	for _, c := range checks {
+		if err := c.fn(ctx); err != nil {
+			failures[c.name] = err.Error()
+		}
+	}
+	if len(failures) == 0 {
+		rt.ready.ServeHTTP(w, r)
+		return
+	}
+	if err := rt.Hub.Health(ctx); err != nil {
+		failures["hub"] = err.Error()
+	}
+	writeJSON(w, http.StatusServiceUnavailable, hub.HealthStatus{Status: "unavailable", Checks: failures})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
