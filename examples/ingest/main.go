@@ -10,7 +10,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -44,6 +46,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	cfg.RegisterFlags(fs)
 	keysFile := fs.String("keys", platform.Env("HUB_API_KEYS_FILE", ""), "API keys file: JSON array or lines of {id, hash, scopes, expires, tenant} (env HUB_API_KEYS_FILE)")
+	certsFile := fs.String("client-certs", platform.Env("HUB_CLIENT_CERTS_FILE", ""), `client certificate grants, JSON {"<subject CN>": {"scopes": ["records:write"], "tenant": "acme"}}; needs -tls-client-ca (env HUB_CLIENT_CERTS_FILE)`)
 	devKey := fs.Bool("dev-key", false, "generate an API key valid 24h and print it on stdout (local use only)")
 	jwksURL := fs.String("jwks-url", platform.Env("HUB_JWKS_URL", ""), "JWKS of the OAuth 2.0 issuer whose bearer JWTs are accepted (env HUB_JWKS_URL)")
 	issuer := fs.String("jwt-issuer", platform.Env("HUB_JWT_ISSUER", ""), "required JWT iss (env HUB_JWT_ISSUER)")
@@ -59,6 +62,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
+	var err error
 	keys := api.NewKeyStore()
 	if *keysFile != "" {
 		f, err := os.Open(*keysFile)
@@ -69,6 +73,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		_ = f.Close()
 		if err != nil {
 			return fmt.Errorf("ingest: -keys %s: %w", *keysFile, err)
+		}
+	}
+	var grants map[string]api.Grant
+	if *certsFile != "" {
+		if cfg.TLSClientCA == "" {
+			return errors.New("ingest: -client-certs needs -tls-client-ca (and -tls-cert, -tls-key): certificates are verified over HTTPS")
+		}
+		if grants, err = loadGrants(*certsFile); err != nil {
+			return err
 		}
 	}
 	if *devKey {
@@ -88,6 +101,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Keys:         keys,
 		JWKSURL:      *jwksURL,
 		JWT:          api.JWTConfig{Issuer: *issuer, Audience: *audience},
+		ClientCerts:  grants,
 		RateLimit:    rate.Limit(*rateLimit),
 		Burst:        *burst,
 		MaxBodyBytes: *maxBody,
@@ -100,4 +114,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	rt.AddCloser(srv.Close)
 	rt.Mux.Handle("/v1/records", srv.Handler())
 	return rt.Run(ctx)
+}
+
+// loadGrants reads the -client-certs file.
+func loadGrants(path string) (map[string]api.Grant, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: -client-certs: %w", err)
+	}
+	var file map[string]struct {
+		Scopes []string `json:"scopes"`
+		Tenant string   `json:"tenant"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&file); err != nil {
+		return nil, fmt.Errorf("ingest: -client-certs %s: %w", path, err)
+	}
+	grants := make(map[string]api.Grant, len(file))
+	for cn, g := range file {
+		grants[cn] = api.Grant{Scopes: g.Scopes, Tenant: g.Tenant}
+	}
+	return grants, nil
 }

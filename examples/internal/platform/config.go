@@ -67,6 +67,14 @@ type Config struct {
 	PostgresDSN string
 	// Listen is the HTTP address (-listen, HUB_LISTEN). Defaults to :8080.
 	Listen string
+	// TLSCert and TLSKey are the PEM files of the HTTPS certificate
+	// (-tls-cert, -tls-key; HUB_TLS_CERT, HUB_TLS_KEY). Default to empty:
+	// plain HTTP (TLS ends at the ingress or the mesh).
+	TLSCert, TLSKey string
+	// TLSClientCA is the PEM file of the CAs whose client certificates the
+	// server verifies when presented (-tls-client-ca, HUB_TLS_CLIENT_CA).
+	// Defaults to empty: client certificates are not asked for.
+	TLSClientCA string
 	// LogLevel is debug, info, warn or error (-log-level, HUB_LOG_LEVEL).
 	// Defaults to info.
 	LogLevel string
@@ -90,6 +98,9 @@ func Defaults(service string) Config {
 		RedisAddr:       env("HUB_REDIS_ADDR", "127.0.0.1:6379"),
 		PostgresDSN:     env("HUB_POSTGRES_DSN", "postgres://postgres@127.0.0.1:5432/hub?sslmode=disable"),
 		Listen:          env("HUB_LISTEN", ":8080"),
+		TLSCert:         env("HUB_TLS_CERT", ""),
+		TLSKey:          env("HUB_TLS_KEY", ""),
+		TLSClientCA:     env("HUB_TLS_CLIENT_CA", ""),
 		LogLevel:        env("HUB_LOG_LEVEL", "info"),
 		ShutdownTimeout: 25 * time.Second,
 	}
@@ -134,6 +145,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.RedisAddr, "redis-addr", c.RedisAddr, "Redis host:port (env HUB_REDIS_ADDR)")
 	fs.StringVar(&c.PostgresDSN, "postgres-dsn", c.PostgresDSN, "PostgreSQL connection string (env HUB_POSTGRES_DSN)")
 	fs.StringVar(&c.Listen, "listen", c.Listen, "HTTP listen address (env HUB_LISTEN)")
+	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "HTTPS certificate PEM file (env HUB_TLS_CERT)")
+	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "HTTPS private key PEM file (env HUB_TLS_KEY)")
+	fs.StringVar(&c.TLSClientCA, "tls-client-ca", c.TLSClientCA, "CA PEM file verifying client certificates when given (env HUB_TLS_CLIENT_CA)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error (env HUB_LOG_LEVEL)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "drain deadline on SIGTERM (env HUB_SHUTDOWN_TIMEOUT)")
 }
@@ -156,6 +170,12 @@ func (c Config) Validate() error {
 	}
 	if c.Listen == "" {
 		errs = append(errs, errors.New("platform: -listen is empty; set an address such as :8080"))
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("platform: set both -tls-cert and -tls-key, or neither"))
+	}
+	if c.TLSClientCA != "" && c.TLSCert == "" {
+		errs = append(errs, errors.New("platform: -tls-client-ca needs -tls-cert and -tls-key: client certificates are verified over HTTPS"))
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("platform: -shutdown-timeout %v; set a positive duration", c.ShutdownTimeout))

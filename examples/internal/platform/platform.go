@@ -2,6 +2,7 @@ package platform
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -44,6 +45,7 @@ type Runtime struct {
 	mu       sync.Mutex
 	checks   []namedCheck
 	ready    http.Handler // the hub's ReadinessHandler
+	tls      *tls.Config  // nil: plain HTTP
 	ln       net.Listener
 	draining bool
 	closed   bool
@@ -66,12 +68,16 @@ func New(ctx context.Context, cfg Config, logOut io.Writer, opts ...Option) (*Ru
 	level, _ := ParseLevel(cfg.LogLevel)
 	rt := &Runtime{Config: cfg, Logger: NewLogger(logOut, cfg.Service, level), Mux: http.NewServeMux()}
 	ok := false
+	var err error
 	defer func() {
 		if !ok {
 			_ = rt.closeResources()
 		}
 	}()
 
+	if rt.tls, err = serverTLS(cfg); err != nil {
+		return nil, err
+	}
 	m, err := NewMetrics(cfg.Service)
 	if err != nil {
 		return nil, err
@@ -267,19 +273,28 @@ func (rt *Runtime) Run(ctx context.Context) error {
 		_ = rt.closeResources()
 		return err
 	}
+	tlsCfg := rt.tls
 	srv := &http.Server{
 		Handler:           rt.Mux,
 		ReadHeaderTimeout: 10 * time.Second,
+		TLSConfig:         tlsCfg,
 		ErrorLog:          slog.NewLogLogger(rt.Logger.Handler(), slog.LevelWarn),
 	}
-	rt.Logger.Info("listening", "addr", addr.String(), "broker", rt.Config.Broker, "store", rt.Config.Store)
+	rt.Logger.Info("listening", "addr", addr.String(), "tls", tlsCfg != nil, "client_certs", rt.Config.TLSClientCA != "",
+		"broker", rt.Config.Broker, "store", rt.Config.Store)
 
 	hubCtx, stopHub := context.WithCancel(context.Background())
 	defer stopHub()
 	hubDone := make(chan error, 1)
 	go func() { hubDone <- rt.Hub.Run(hubCtx) }()
 	srvDone := make(chan error, 1)
-	go func() { srvDone <- srv.Serve(rt.ln) }()
+	go func() {
+		if tlsCfg != nil {
+			srvDone <- srv.ServeTLS(rt.ln, "", "")
+			return
+		}
+		srvDone <- srv.Serve(rt.ln)
+	}()
 
 	var runErr error
 	select {
