@@ -26,6 +26,14 @@ import (
 	"github.com/harvesthub/hub/examples/ingest/api"
 	"github.com/harvesthub/hub/examples/internal/itest"
 	"github.com/harvesthub/hub/examples/internal/records"
+
+	// The services run as binaries built by the test, which go test's
+	// cache cannot see; importing their packages makes a change to them
+	// (or to the library) rebuild this test instead of reusing a cached
+	// pass. Use -count=1 after changing only a main.go.
+	_ "github.com/harvesthub/hub/examples/dispatch/dispatcher"
+	_ "github.com/harvesthub/hub/examples/index/indexer"
+	_ "github.com/harvesthub/hub/examples/internal/platform"
 )
 
 func TestMain(m *testing.M) {
