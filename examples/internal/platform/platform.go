@@ -270,8 +270,7 @@ func (rt *Runtime) Listen() (net.Addr, error) {
 func (rt *Runtime) Run(ctx context.Context) error {
 	addr, err := rt.Listen()
 	if err != nil {
-		_ = rt.closeResources()
-		return err
+		return errors.Join(err, rt.Close())
 	}
 	tlsCfg := rt.tls
 	srv := &http.Server{
