@@ -340,8 +340,12 @@ func TestDockerfilePackagesAreCommands(t *testing.T) {
 	for _, svc := range []string{"ingest", "dispatch", "index", "harvest"} {
 		args = append(args, "./examples/"+svc)
 	}
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	require.NoError(t, err)
 	cmd := exec.Command("go", args...)
-	cmd.Dir = filepath.Join("..", "..") // the repository root, as WORKDIR /src
+	cmd.Dir = root // the repository root, as WORKDIR /src
+	// The image builds in workspace mode, whatever GOWORK the test runs with.
+	cmd.Env = append(os.Environ(), "GOWORK="+filepath.Join(root, "go.work"))
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
