@@ -51,6 +51,11 @@ func TestQueues(t *testing.T) {
 	// Each deliverer settles its message before it takes the next: once
 	// two more are out, one is acked, two are held and two are queued.
 	m3, m4 := <-ch, <-ch
+	// The ack and the nack are settled by the deliverers asynchronously.
+	require.NoError(t, b.WaitStats(ctx, func(s memory.Stats) bool {
+		g := s.Group("jobs", "index")
+		return g.Queued == 2 && g.Unacked == 2
+	}))
 	require.NoError(t, b.Publish("other", message.NewMessage("x", nil)))
 	all, err := b.Queues(ctx, "")
 	require.NoError(t, err)
