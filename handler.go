@@ -395,10 +395,15 @@ func (hd *handler) process(ctx context.Context, msg *message.Message, d *deliver
 	case idempotency.Completed:
 		return OutcomeDuplicate, nil
 	case idempotency.Busy:
-		wait := time.Until(claim.LeaseUntil)
-		if wait <= 0 || wait > hd.policy.MaxRedeliveryDelay {
-			wait = min(h.cfg.Lease, hd.policy.MaxRedeliveryDelay)
+		// Another delivery of this key is being handled (a duplicate in
+		// flight) or its worker died holding the lease. Look again soon:
+		// once the holder completes, the next look acks a duplicate; if it
+		// died, a look after the lease's end takes the key over.
+		wait := hd.policy.MaxInterval
+		if until := time.Until(claim.LeaseUntil); until > 0 && until < wait {
+			wait = until
 		}
+		wait = max(wait, hd.policy.InitialInterval)
 		if err := hd.republish(ctx, msg, wait, d.attempt, redeliveriesOf(msg.Metadata)); err != nil {
 			hd.pause(hd.policy.InitialInterval)
 			return OutcomeRetry, err
