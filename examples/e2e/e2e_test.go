@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
@@ -256,11 +258,37 @@ func deleteTopology(t *testing.T, prefix string) {
 // flight, restarts it, and checks that every record accepted with 202
 // becomes searchable; then it stops every service with SIGTERM and checks
 // each exits 0.
+//
+// The services share a Redis idempotency store, as in the Kubernetes
+// manifests.
 func TestPipelineOverRabbitMQ(t *testing.T) {
 	itest.Require(t, "RabbitMQ", itest.AMQPURL())
+	itest.Require(t, "Redis", itest.RedisAddr())
 	prefix := "e2e-" + randomHex(t, 4) + "-"
 	t.Cleanup(func() { deleteTopology(t, prefix) })
-	testPipeline(t, "HUB_BROKER=amqp", "HUB_AMQP_URL="+itest.AMQPURL(), "HUB_TOPIC_PREFIX="+prefix)
+	t.Cleanup(func() { deleteRedisKeys(t, "hub:idem:"+prefix) })
+	testPipeline(t, "HUB_BROKER=amqp", "HUB_AMQP_URL="+itest.AMQPURL(), "HUB_TOPIC_PREFIX="+prefix,
+		"HUB_STORE=redis", "HUB_REDIS_ADDR="+itest.RedisAddr(),
+		// The killed worker's claims hold its messages back this long.
+		"HUB_LEASE=3s")
+}
+
+// deleteRedisKeys removes the test's idempotency keys from the shared Redis.
+func deleteRedisKeys(t *testing.T, prefix string) {
+	c := redis.NewClient(&redis.Options{Addr: itest.RedisAddr()})
+	defer c.Close()
+	ctx := context.Background()
+	n := 0
+	iter := c.Scan(ctx, 0, prefix+"*", 100).Iterator()
+	for iter.Next(ctx) {
+		if err := c.Del(ctx, iter.Val()).Err(); err == nil {
+			n++
+		}
+	}
+	if err := iter.Err(); err != nil {
+		t.Logf("cleanup: %v", err)
+	}
+	t.Logf("deleted %d idempotency keys from Redis", n)
 }
 
 // TestPipelineOverSQS is the same over SQS and SNS (the fauxqs emulator).
@@ -279,6 +307,7 @@ func testPipeline(t *testing.T, brokerEnv ...string) {
 	dir := t.TempDir()
 	keysPath, key := writeKeys(t, dir)
 	dataDir := filepath.Join(dir, "index-data")
+	// Later entries win (exec uses the last value of a variable).
 	env := append([]string{
 		"HUB_LISTEN=127.0.0.1:0", "HUB_STORE=memory", "HUB_LOG_LEVEL=info", "HUB_SHUTDOWN_TIMEOUT=20s",
 	}, brokerEnv...)

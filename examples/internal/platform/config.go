@@ -65,6 +65,14 @@ type Config struct {
 	// HUB_POSTGRES_DSN). Defaults to
 	// postgres://postgres@127.0.0.1:5432/hub?sslmode=disable.
 	PostgresDSN string
+	// Lease is how long a worker's claim on a message's idempotency key
+	// lasts (-lease, HUB_LEASE); the hub extends it while retries run. It is
+	// also how long the claims of a crashed worker hold back the
+	// redelivery of its messages when the store is shared (redis,
+	// postgres). Defaults to 30s: the example handlers are idempotent, so a
+	// claim that lapses under a slow attempt costs a harmless second run,
+	// while the hub's 5m default would stall recovery for minutes.
+	Lease time.Duration
 	// Listen is the HTTP address (-listen, HUB_LISTEN). Defaults to :8080.
 	Listen string
 	// TLSCert and TLSKey are the PEM files of the HTTPS certificate
@@ -103,8 +111,10 @@ func Defaults(service string) Config {
 		TLSClientCA:     env("HUB_TLS_CLIENT_CA", ""),
 		LogLevel:        env("HUB_LOG_LEVEL", "info"),
 		ShutdownTimeout: 25 * time.Second,
+		Lease:           30 * time.Second,
 	}
 	envDuration("HUB_SHUTDOWN_TIMEOUT", &c.ShutdownTimeout)
+	envDuration("HUB_LEASE", &c.Lease)
 	envDuration("HUB_SQS_WAIT_TIME", &c.SQSWaitTime)
 	envDuration("HUB_SQS_VISIBILITY_TIMEOUT", &c.SQSVisibilityTimeout)
 	return c
@@ -144,6 +154,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Store, "store", c.Store, "idempotency store: memory, redis or postgres (env HUB_STORE)")
 	fs.StringVar(&c.RedisAddr, "redis-addr", c.RedisAddr, "Redis host:port (env HUB_REDIS_ADDR)")
 	fs.StringVar(&c.PostgresDSN, "postgres-dsn", c.PostgresDSN, "PostgreSQL connection string (env HUB_POSTGRES_DSN)")
+	fs.DurationVar(&c.Lease, "lease", c.Lease, "idempotency claim lease; a crashed worker's messages wait this long with a shared store (env HUB_LEASE)")
 	fs.StringVar(&c.Listen, "listen", c.Listen, "HTTP listen address (env HUB_LISTEN)")
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "HTTPS certificate PEM file (env HUB_TLS_CERT)")
 	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "HTTPS private key PEM file (env HUB_TLS_KEY)")
@@ -176,6 +187,9 @@ func (c Config) Validate() error {
 	}
 	if c.TLSClientCA != "" && c.TLSCert == "" {
 		errs = append(errs, errors.New("platform: -tls-client-ca needs -tls-cert and -tls-key: client certificates are verified over HTTPS"))
+	}
+	if c.Lease <= 0 {
+		errs = append(errs, fmt.Errorf("platform: -lease %v; set a positive duration longer than one handler attempt", c.Lease))
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("platform: -shutdown-timeout %v; set a positive duration", c.ShutdownTimeout))

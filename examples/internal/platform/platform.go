@@ -106,6 +106,7 @@ func New(ctx context.Context, cfg Config, logOut io.Writer, opts ...Option) (*Ru
 		Idempotency:     rt.store,
 		MeterProvider:   m.Provider,
 		ShutdownTimeout: cfg.ShutdownTimeout,
+		Lease:           cfg.Lease,
 	}
 	for _, o := range opts {
 		o(&hc)
