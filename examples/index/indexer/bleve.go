@@ -129,6 +129,7 @@ func (b *Bleve) Search(ctx context.Context, q Query) (Result, error) {
 	}
 	req := bleve.NewSearchRequestOptions(bq, q.Size, q.From, false)
 	req.Fields = []string{"title", "source", "url", "tags"}
+	req.SortBy([]string{"-_score", "_id"}) // ties in a stable order
 	res, err := idx.SearchInContext(ctx, req)
 	if err != nil {
 		return Result{}, fmt.Errorf("%w: %w", ErrBadQuery, err)

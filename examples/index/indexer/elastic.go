@@ -315,6 +315,7 @@ func (e *Elastic) Search(ctx context.Context, q Query) (Result, error) {
 		"size":             q.Size,
 		"from":             q.From,
 		"track_total_hits": true,
+		"sort":             []any{map[string]string{"_score": "desc"}, map[string]string{"doc_id": "asc"}}, // ties in a stable order
 		"_source":          []string{"doc_id", "title", "source", "url", "tags"},
 	})
 	if err != nil {

@@ -227,6 +227,7 @@ func TestElasticBulkIndexSearchCount(t *testing.T) {
 	require.Equal(t, "ransomware", sqs["query"])
 	require.EqualValues(t, 10, f.lastSearch["size"])
 	require.Equal(t, true, f.lastSearch["track_total_hits"])
+	require.Equal(t, []any{map[string]any{"_score": "desc"}, map[string]any{"doc_id": "asc"}}, f.lastSearch["sort"], "ties sorted by doc_id")
 
 	res, err = e.Search(context.Background(), Query{Size: 2})
 	require.NoError(t, err)
