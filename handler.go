@@ -411,7 +411,8 @@ func (hd *handler) process(ctx context.Context, msg *message.Message, d *deliver
 		return OutcomeDelayed, nil
 	}
 	token := claim.Token
-	claimedAt := time.Now()
+	keeper := hd.keepLease(scoped, token)
+	defer keeper.stop()
 
 	v, err := hd.decode(msg)
 	if err != nil {
@@ -469,12 +470,10 @@ func (hd *handler) process(ctx context.Context, msg *message.Message, d *deliver
 			hd.release(scoped, token)
 			return OutcomeRetry, fmt.Errorf("hub: shutting down during retry wait: %w", err)
 		}
-		if time.Since(claimedAt) > h.cfg.Lease/2 {
-			if xerr := h.store.Extend(ctx, scoped, token, h.cfg.Lease); xerr != nil {
-				hd.release(scoped, token)
-				return OutcomeRetry, fmt.Errorf("hub: extending lease of %q: %w", d.key, xerr)
-			}
-			claimedAt = time.Now()
+		if keeper.isLost() {
+			// Another worker has the key now: retrying here would run the
+			// handler twice at once. Let the holder finish.
+			return OutcomeRetry, fmt.Errorf("hub: lease of %q lost during retries: %w", d.key, err)
 		}
 		d.attempt++
 	}
@@ -601,6 +600,60 @@ func (hd *handler) attempt(ctx context.Context, msg *message.Message, d *deliver
 	msg.SetContext(context.WithValue(ctx, deliveryCtxKey{}, d))
 	defer msg.SetContext(orig)
 	return hd.chain(msg)
+}
+
+// leaseKeeper extends a claim's lease every third of it while the delivery
+// is being handled, so a lease only needs to outlive a crashed worker's
+// silence, not the longest handler attempt.
+type leaseKeeper struct {
+	hd            *handler
+	scoped, token string
+	mu            sync.Mutex
+	stopped, lost bool
+	timer         *time.Timer
+}
+
+func (hd *handler) keepLease(scoped, token string) *leaseKeeper {
+	k := &leaseKeeper{hd: hd, scoped: scoped, token: token}
+	k.mu.Lock() // extend reads k.timer under the lock
+	k.timer = time.AfterFunc(hd.h.cfg.Lease/3, k.extend)
+	k.mu.Unlock()
+	return k
+}
+
+func (k *leaseKeeper) extend() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.stopped {
+		return
+	}
+	h := k.hd.h
+	ctx, cancel := context.WithTimeout(h.workCtx, h.cfg.Lease/3)
+	err := h.store.Extend(ctx, k.scoped, k.token, h.cfg.Lease)
+	cancel()
+	switch {
+	case errors.Is(err, idempotency.ErrLeaseLost):
+		k.lost = true
+		h.log.Warn("hub: lease lost while handling; another worker may handle the message too", "handler", k.hd.name, "key", k.scoped)
+		return
+	case err != nil:
+		h.log.Warn("hub: extending lease failed; trying again", "handler", k.hd.name, "key", k.scoped, "error", err)
+	}
+	k.timer.Reset(h.cfg.Lease / 3)
+}
+
+func (k *leaseKeeper) isLost() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.lost
+}
+
+// stop ends the renewals; an extension running now finishes first.
+func (k *leaseKeeper) stop() {
+	k.timer.Stop()
+	k.mu.Lock()
+	k.stopped = true
+	k.mu.Unlock()
 }
 
 // PanicError is the permanent error a panicking handler turns into.

@@ -33,10 +33,13 @@ var (
 // Defaults of Config fields left zero.
 const (
 	DeadLetterSuffixDefault = ".dlq"
-	LeaseDefault            = 5 * time.Minute
+	LeaseDefault            = 30 * time.Second
 	RetentionDefault        = 24 * time.Hour
 	ShutdownTimeoutDefault  = 30 * time.Second
 	ConcurrencyDefault      = 1
+	// MinLease is the shortest Config.Lease: the hub renews a lease every
+	// third of it.
+	MinLease = 30 * time.Millisecond
 )
 
 // Encrypter seals payloads before they reach the broker and opens them
@@ -60,8 +63,9 @@ type Config struct {
 	// (and closed) by the hub; a store passed here is the caller's to close.
 	Idempotency idempotency.Store
 	// Lease is how long a claim on a key lasts before another worker may take
-	// it. It must outlive one handler attempt; the hub extends it while
-	// in-process retries run. Defaults to 5m.
+	// it. The hub extends it every third of it while the message is being
+	// handled, so it bounds how long a crashed worker's message waits, not
+	// how long a handler may run. Defaults to 30s.
 	Lease time.Duration
 	// Retention is how long a completed key is remembered, so how late a
 	// duplicate is still caught. Defaults to 24h.
@@ -117,8 +121,8 @@ func (c Config) validate() error {
 		return err
 	}
 	switch {
-	case c.Lease < 0:
-		return fmt.Errorf("config Lease is %v; set a positive duration longer than a handler attempt, or 0 for %v", c.Lease, LeaseDefault)
+	case c.Lease < MinLease:
+		return fmt.Errorf("config Lease is %v; set at least %v (it bounds how long a crashed worker's message waits), or 0 for %v", c.Lease, MinLease, LeaseDefault)
 	case c.Retention < 0:
 		return fmt.Errorf("config Retention is %v; set a positive duration, or 0 for %v", c.Retention, RetentionDefault)
 	case c.ShutdownTimeout < 0:

@@ -455,7 +455,7 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 	require.ErrorContains(t, err, "broker is nil")
 
 	for _, cfg := range []hub.Config{
-		{Lease: -1}, {Retention: -time.Second}, {ShutdownTimeout: -1},
+		{Lease: -1}, {Lease: time.Millisecond}, {Retention: -time.Second}, {ShutdownTimeout: -1},
 		{Retry: retry.Policy{Attempts: -1}}, {Retry: retry.Policy{Jitter: 2}}, {Retry: retry.Policy{Multiplier: 0.5}},
 		{Retry: retry.Policy{InitialInterval: time.Hour, MaxInterval: time.Second}},
 	} {
@@ -543,4 +543,49 @@ func TestHealth(t *testing.T) {
 	require.NoError(t, th.Hub.Health(context.Background()))
 	require.NoError(t, th.Broker.Close())
 	require.ErrorContains(t, th.Hub.Health(context.Background()), "broker memory unreachable")
+}
+
+func TestPublishBatch(t *testing.T) {
+	th := hubtest.New(t)
+	var calls counter
+	require.NoError(t, hub.Handle(th.Hub, "records", func(ctx context.Context, m hub.Message[Record]) error {
+		calls.inc(m.Key)
+		return nil
+	}))
+	th.Start()
+	recs := []Record{{ID: "a"}, {ID: "b"}, {ID: "a"}}
+	require.NoError(t, hub.PublishBatch(context.Background(), th.Hub, "records", recs,
+		hub.WithKeyFunc(func(i int) string { return "key-" + recs[i].ID }), hub.WithMetadata("batch", "1")))
+	th.Settle(t)
+	require.Equal(t, 1, calls.get("key-a"), "the repeated key is handled once")
+	require.Equal(t, 1, calls.get("key-b"))
+	msgs := th.Messages("records")
+	require.Len(t, msgs, 3)
+	for _, m := range msgs {
+		require.Equal(t, "1", m.Metadata.Get("batch"))
+	}
+
+	require.NoError(t, hub.PublishBatch[Record](context.Background(), th.Hub, "records", nil), "an empty batch is nothing to do")
+	err := hub.PublishBatch(context.Background(), th.Hub, "records", recs, hub.WithKey("one"))
+	require.ErrorIs(t, err, hub.ErrInvalidConfig)
+	require.ErrorContains(t, err, "WithKeyFunc")
+	err = hub.PublishBatch(context.Background(), th.Hub, "records", []any{Record{}, func() {}})
+	require.ErrorContains(t, err, "message 1")
+	require.Len(t, th.Messages("records"), 3, "a batch that fails to encode publishes nothing")
+}
+
+func TestLeaseIsKeptWhileAHandlerRunsLongerThanIt(t *testing.T) {
+	const lease = 60 * time.Millisecond
+	th := hubtest.New(t, hubtest.WithConfig(func(c *hub.Config) { c.Lease = lease }))
+	var calls atomic.Int32
+	require.NoError(t, hub.Handle(th.Hub, "records", func(ctx context.Context, m hub.Message[Record]) error {
+		calls.Add(1)
+		<-time.After(4 * lease) // a slow handler: four leases long
+		return nil
+	}, hub.Concurrency(2)))
+	th.Start()
+	th.DuplicateNext("records", 1) // the copy is delivered while the first runs
+	hubtest.Send(t, th, "records", Record{ID: "r1"}, hub.WithKey("k"))
+	th.Settle(t)
+	require.EqualValues(t, 1, calls.Load(), "the lease was renewed, so the copy never ran alongside")
 }

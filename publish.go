@@ -16,6 +16,7 @@ import (
 type PublishOption func(*publishConfig)
 
 type publishConfig struct {
+	keyFunc  func(i int) string
 	key      string
 	id       string
 	delay    time.Duration
@@ -47,6 +48,30 @@ var ErrNoDelay = errors.New("hub: broker cannot delay messages")
 // has accepted the message (for RabbitMQ, once confirmed). It is safe for
 // concurrent use and works whether or not Run was called.
 func Publish[T any](ctx context.Context, h *Hub, topic string, v T, opts ...PublishOption) error {
+	var one [1]T
+	one[0] = v
+	return publish(ctx, h, topic, one[:], opts)
+}
+
+// PublishBatch publishes vs to topic in one broker call, so a broker with
+// publisher confirms awaits them together (on RabbitMQ, many times the
+// throughput of one Publish per value). It returns once every message is
+// accepted, or with the first error; on an error some of vs may have been
+// published, and publishing them all again is safe when they carry
+// idempotency keys. Options apply to every message; WithKey and WithID are
+// refused (they would give every message the same key or ID): use
+// WithKeyFunc.
+func PublishBatch[T any](ctx context.Context, h *Hub, topic string, vs []T, opts ...PublishOption) error {
+	return publish(ctx, h, topic, vs, opts)
+}
+
+// WithKeyFunc sets the idempotency key of the i-th message of a
+// PublishBatch (or of the one message of Publish, i = 0).
+func WithKeyFunc(key func(i int) string) PublishOption {
+	return func(c *publishConfig) { c.keyFunc = key }
+}
+
+func publish[T any](ctx context.Context, h *Hub, topic string, vs []T, opts []PublishOption) error {
 	if err := validTopic(topic); err != nil {
 		return err
 	}
@@ -57,27 +82,45 @@ func Publish[T any](ctx context.Context, h *Hub, topic string, v T, opts ...Publ
 	if pc.delay < 0 {
 		return fmt.Errorf("%w: WithDelay(%v); a delay must not be negative", ErrInvalidConfig, pc.delay)
 	}
+	if len(vs) > 1 && (pc.key != "" || pc.id != "") {
+		return fmt.Errorf("%w: WithKey and WithID would give all %d messages of a batch one key or ID; use WithKeyFunc", ErrInvalidConfig, len(vs))
+	}
+	if len(vs) == 0 {
+		return nil
+	}
 	if h.closed() {
 		return ErrClosed
 	}
-	m, err := h.newMessage(ctx, schemaOf[T](&h.schemas), v, pc)
-	if err != nil {
-		return err
+	info := schemaOf[T](&h.schemas)
+	msgs := make([]*message.Message, len(vs))
+	for i := range vs {
+		mc := pc
+		if pc.keyFunc != nil {
+			mc.key = pc.keyFunc(i)
+		}
+		m, err := h.newMessage(ctx, info, vs[i], mc)
+		if err != nil {
+			if len(vs) > 1 {
+				return fmt.Errorf("message %d: %w", i, err)
+			}
+			return err
+		}
+		msgs[i] = m
 	}
 	if pc.delay > 0 {
 		dl, ok := h.b.(broker.Delayer)
 		if !ok {
 			return fmt.Errorf("%w: %s", ErrNoDelay, h.b.Name())
 		}
-		ctx, obs := h.tel.startPublish(ctx, topic, m)
-		err := dl.PublishDelayed(ctx, topic, "", pc.delay, m)
-		obs.end(ctx, 1, err)
+		ctx, obs := h.tel.startPublish(ctx, topic, msgs...)
+		err := dl.PublishDelayed(ctx, topic, "", pc.delay, msgs...)
+		obs.end(ctx, len(msgs), err)
 		if err != nil {
 			return fmt.Errorf("hub: publishing to %q with delay %v: %w", topic, pc.delay, err)
 		}
 		return nil
 	}
-	return h.publishMessages(ctx, topic, []*message.Message{m})
+	return h.publishMessages(ctx, topic, msgs)
 }
 
 func (h *Hub) closed() bool {
