@@ -433,10 +433,9 @@ func (hd *handler) process(ctx context.Context, msg *message.Message, d *deliver
 			d.lastErr = err
 		}
 		if err == nil {
-			if cerr := h.store.Complete(h.workCtxOr(ctx), scoped, token, h.cfg.Retention); cerr != nil {
+			if cerr := hd.complete(ctx, scoped, token); cerr != nil {
 				// Acking without Complete risks a duplicate call only if the
-				// broker delivers the message again; nacking would make one
-				// certain.
+				// message comes again; nacking would make one certain.
 				h.log.Error("hub: completing idempotency key failed; acking anyway", "handler", hd.name, "key", d.key, "error", cerr)
 			}
 			return OutcomeAck, nil
@@ -600,6 +599,30 @@ func (hd *handler) attempt(ctx context.Context, msg *message.Message, d *deliver
 	msg.SetContext(context.WithValue(ctx, deliveryCtxKey{}, d))
 	defer msg.SetContext(orig)
 	return hd.chain(msg)
+}
+
+// completeTries bounds the attempts to mark a key done: a store that lost
+// its connection (a restart) usually answers on a fresh one.
+const completeTries = 5
+
+// complete marks the key done, trying again with backoff on errors.
+func (hd *handler) complete(ctx context.Context, scoped, token string) error {
+	h := hd.h
+	wait := hd.policy.InitialInterval
+	var err error
+	for try := 1; ; try++ {
+		if err = h.store.Complete(h.workCtxOr(ctx), scoped, token, h.cfg.Retention); err == nil || try == completeTries {
+			return err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-h.workCtx.Done():
+			t.Stop()
+			return err
+		}
+		wait = min(2*wait, hd.policy.MaxInterval)
+	}
 }
 
 // leaseKeeper extends a claim's lease every third of it while the delivery
