@@ -219,7 +219,7 @@ func (b *Broker) PublishContext(ctx context.Context, topic string, msgs ...*mess
 	if b.isClosed() {
 		return broker.ErrClosed
 	}
-	if err := b.declareForPublish(ctx, topic); err != nil {
+	if err := b.declare(ctx, topic, []string{""}, false); err != nil {
 		return err
 	}
 	err := b.pub.publish(ctx, b.exchangeName(topic), "", msgs)
@@ -227,41 +227,6 @@ func (b *Broker) PublishContext(ctx context.Context, topic string, msgs ...*mess
 		b.forgetTopic(topic)
 	}
 	return err
-}
-
-// declareForPublish makes sure a published message has a queue to go to.
-// When the topic's exchange exists, a group queue was bound to it by
-// whoever declared it (a subscriber, Declare, or an earlier publish that
-// declared the default queue), so nothing more is declared: a topic whose
-// handlers all have names gets no default queue that nobody reads. When it
-// does not exist, the exchange and the default group queue are declared, so
-// messages published before any subscriber are kept.
-func (b *Broker) declareForPublish(ctx context.Context, topic string) error {
-	c, gen, err := b.conn.get(ctx)
-	if err != nil {
-		return err
-	}
-	marker := b.queueName(topic, "") + ".\x00exchange"
-	b.mu.Lock()
-	known := b.declared[marker] == gen || b.declared[b.queueName(topic, "")] == gen
-	b.mu.Unlock()
-	if known {
-		return nil
-	}
-	ch, err := c.Channel()
-	if err != nil {
-		return fmt.Errorf("amqp: declare %s: %w", topic, err)
-	}
-	// A passive declare of a missing exchange closes the channel.
-	perr := ch.ExchangeDeclarePassive(b.exchangeName(topic), "fanout", !b.cfg.Transient, false, false, false, nil)
-	_ = ch.Close()
-	if perr == nil {
-		b.mu.Lock()
-		b.declared[marker] = gen
-		b.mu.Unlock()
-		return nil
-	}
-	return b.declare(ctx, topic, []string{""}, false)
 }
 
 // forgetTopic drops what is known to be declared for topic, so that the

@@ -404,18 +404,3 @@ func TestTopologyDeletedBehindOurBack(t *testing.T) {
 	require.NoError(t, b.Publish(topic, message.NewMessage(watermill.NewUUID(), nil)))
 	require.Equal(t, 1, queueDepth(t, url, topic))
 }
-
-// A topic whose groups are all named gets no default queue from publishing:
-// nobody would read it, and it would grow forever.
-func TestPublishToNamedGroupsOnlyMakesNoDefaultQueue(t *testing.T) {
-	url := sharedURL(t)
-	topic := uniqueTopic(t, url)
-	cleanupQueues(topic, topic+".indexer")
-	consumer := newBroker(t, amqp.Config{URL: url})
-	require.NoError(t, consumer.Declare(context.Background(), topic, "indexer"))
-
-	publisher := newBroker(t, amqp.Config{URL: url}) // another process, say
-	require.NoError(t, publisher.Publish(topic, newMessages(3, "m")...))
-	require.Equal(t, 3, queueDepth(t, url, topic+".indexer"))
-	require.Equal(t, -1, queueDepth(t, url, topic), "no default queue was declared")
-}
