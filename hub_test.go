@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	wmiddleware "github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/stretchr/testify/require"
 
 	"github.com/harvesthub/hub"
@@ -588,4 +589,33 @@ func TestLeaseIsKeptWhileAHandlerRunsLongerThanIt(t *testing.T) {
 	hubtest.Send(t, th, "records", Record{ID: "r1"}, hub.WithKey("k"))
 	th.Settle(t)
 	require.EqualValues(t, 1, calls.Load(), "the lease was renewed, so the copy never ran alongside")
+}
+
+// User middleware, even Watermill's own Retry, wraps each hub attempt: the
+// hub's retries, delayed retries and dead-lettering always come after it,
+// whatever the user adds (no retry-vs-poison ordering trap).
+func TestUserMiddlewareWrapsEachAttempt(t *testing.T) {
+	var wrapped atomic.Int32
+	counting := func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			wrapped.Add(1)
+			return h(msg)
+		}
+	}
+	userRetry := wmiddleware.Retry{MaxRetries: 1}.Middleware // one extra try inside each attempt
+	th := hubtest.New(t, hubtest.WithConfig(func(c *hub.Config) { c.Middleware = []message.HandlerMiddleware{counting, userRetry} }))
+	var calls atomic.Int32
+	require.NoError(t, hub.Handle(th.Hub, "records", func(ctx context.Context, m hub.Message[Record]) error {
+		calls.Add(1)
+		return errors.New("always fails")
+	}))
+	th.Start()
+	hubtest.Send(t, th, "records", Record{ID: "r1"})
+	th.Settle(t)
+	// retry.Fast: 3 in-process attempts x 2 deliveries = 6 hub attempts.
+	require.EqualValues(t, 6, wrapped.Load(), "the middleware runs once per hub attempt")
+	require.EqualValues(t, 12, calls.Load(), "the user's Retry runs inside each attempt")
+	dead := th.DeadLetters("records")
+	require.Len(t, dead, 1, "dead-lettered once, after every retry")
+	require.Equal(t, 6, dead[0].Attempts)
 }
