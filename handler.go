@@ -265,7 +265,11 @@ func (h *Hub) register(topic, outTopic string, opts []HandlerOption, bind func(*
 	if h.st == stateRunning {
 		runCtx := h.runCtx
 		go func() {
-			<-h.routerUp
+			select {
+			case <-h.routerUp:
+			case <-h.stopped: // the hub stopped before its router ran
+				return
+			}
 			if err := h.router.RunHandlers(runCtx); err != nil {
 				h.log.Error("hub: starting handler registered after Run", "handler", name, "topic", topic, "error", err)
 			}
