@@ -188,6 +188,7 @@ type handler struct {
 
 	mu       sync.Mutex
 	attempts map[*delivery]time.Time // running attempts, for Health
+	leases   map[*delivery]struct{}  // claims held now, renewed by Hub.renewLeases
 }
 
 // delivery is the state of one delivered message across its attempts.
@@ -196,6 +197,12 @@ type delivery struct {
 	attempt int
 	value   any
 	lastErr error // the last failure, for telemetry and logs
+
+	// The claim, renewed by the hub's lease loop while the delivery is
+	// tracked in its handler's leases; guarded by the handler's mu.
+	scoped, token string
+	renewedAt     time.Time
+	leaseLost     bool
 }
 
 type deliveryCtxKey struct{}
@@ -228,6 +235,7 @@ func (h *Hub) register(topic, outTopic string, opts []HandlerOption, bind func(*
 		policy:      policy,
 		keyPrefix:   name + "/",
 		attempts:    make(map[*delivery]time.Time),
+		leases:      make(map[*delivery]struct{}),
 	}
 	bind(hd)
 	if mws := append(append([]message.HandlerMiddleware(nil), h.cfg.Middleware...), hc.middleware...); len(mws) > 0 {
@@ -415,8 +423,8 @@ func (hd *handler) process(ctx context.Context, msg *message.Message, d *deliver
 		return OutcomeDelayed, nil
 	}
 	token := claim.Token
-	keeper := hd.keepLease(scoped, token)
-	defer keeper.stop()
+	hd.holdLease(d, scoped, token)
+	defer hd.dropLease(d)
 
 	v, err := hd.decode(msg)
 	if err != nil {
@@ -473,7 +481,7 @@ func (hd *handler) process(ctx context.Context, msg *message.Message, d *deliver
 			hd.release(scoped, token)
 			return OutcomeRetry, fmt.Errorf("hub: shutting down during retry wait: %w", err)
 		}
-		if keeper.isLost() {
+		if hd.leaseLost(d) {
 			// Another worker has the key now: retrying here would run the
 			// handler twice at once. Let the holder finish.
 			return OutcomeRetry, fmt.Errorf("hub: lease of %q lost during retries: %w", d.key, err)
@@ -629,58 +637,86 @@ func (hd *handler) complete(ctx context.Context, scoped, token string) error {
 	}
 }
 
-// leaseKeeper extends a claim's lease every third of it while the delivery
-// is being handled, so a lease only needs to outlive a crashed worker's
-// silence, not the longest handler attempt.
-type leaseKeeper struct {
-	hd            *handler
-	scoped, token string
-	mu            sync.Mutex
-	stopped, lost bool
-	timer         *time.Timer
+// holdLease registers d's claim for renewal while it is handled.
+func (hd *handler) holdLease(d *delivery, scoped, token string) {
+	hd.mu.Lock()
+	d.scoped, d.token, d.renewedAt = scoped, token, time.Now()
+	hd.leases[d] = struct{}{}
+	hd.mu.Unlock()
 }
 
-func (hd *handler) keepLease(scoped, token string) *leaseKeeper {
-	k := &leaseKeeper{hd: hd, scoped: scoped, token: token}
-	k.mu.Lock() // extend reads k.timer under the lock
-	k.timer = time.AfterFunc(hd.h.cfg.Lease/3, k.extend)
-	k.mu.Unlock()
-	return k
+func (hd *handler) dropLease(d *delivery) {
+	hd.mu.Lock()
+	delete(hd.leases, d)
+	hd.mu.Unlock()
 }
 
-func (k *leaseKeeper) extend() {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.stopped {
-		return
+func (hd *handler) leaseLost(d *delivery) bool {
+	hd.mu.Lock()
+	defer hd.mu.Unlock()
+	return d.leaseLost
+}
+
+// renewLeases extends, every third of Config.Lease, the lease of every
+// claim held longer than that, so a lease only needs to outlive a crashed
+// worker's silence, not the longest handler attempt. Run starts it; it
+// returns when the hub's work context ends.
+func (h *Hub) renewLeases() {
+	defer h.renewWG.Done()
+	period := h.cfg.Lease / 3
+	t := time.NewTicker(period)
+	defer t.Stop()
+	type claim struct {
+		hd *handler
+		d  *delivery
 	}
-	h := k.hd.h
-	ctx, cancel := context.WithTimeout(h.workCtx, h.cfg.Lease/3)
-	err := h.store.Extend(ctx, k.scoped, k.token, h.cfg.Lease)
-	cancel()
-	switch {
-	case errors.Is(err, idempotency.ErrLeaseLost):
-		k.lost = true
-		h.log.Warn("hub: lease lost while handling; another worker may handle the message too", "handler", k.hd.name, "key", k.scoped)
-		return
-	case err != nil:
-		h.log.Warn("hub: extending lease failed; trying again", "handler", k.hd.name, "key", k.scoped, "error", err)
+	var due []claim
+	for {
+		select {
+		case <-h.workCtx.Done():
+			return
+		case <-t.C:
+		}
+		due = due[:0]
+		h.mu.Lock()
+		hds := make([]*handler, 0, len(h.handlers))
+		for _, hd := range h.handlers {
+			hds = append(hds, hd)
+		}
+		h.mu.Unlock()
+		now := time.Now()
+		for _, hd := range hds {
+			hd.mu.Lock()
+			for d := range hd.leases {
+				if !d.leaseLost && now.Sub(d.renewedAt) >= period {
+					due = append(due, claim{hd, d})
+				}
+			}
+			hd.mu.Unlock()
+		}
+		for _, c := range due {
+			hd, d := c.hd, c.d
+			hd.mu.Lock()
+			scoped, token := d.scoped, d.token
+			hd.mu.Unlock()
+			ctx, cancel := context.WithTimeout(h.workCtx, period)
+			err := h.store.Extend(ctx, scoped, token, h.cfg.Lease)
+			cancel()
+			hd.mu.Lock()
+			switch {
+			case err == nil:
+				d.renewedAt = now
+			case errors.Is(err, idempotency.ErrLeaseLost):
+				if _, held := hd.leases[d]; held {
+					d.leaseLost = true
+					h.log.Warn("hub: lease lost while handling; another worker may handle the message too", "handler", hd.name, "key", scoped)
+				}
+			default:
+				h.log.Warn("hub: extending lease failed; trying again", "handler", hd.name, "key", scoped, "error", err)
+			}
+			hd.mu.Unlock()
+		}
 	}
-	k.timer.Reset(h.cfg.Lease / 3)
-}
-
-func (k *leaseKeeper) isLost() bool {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return k.lost
-}
-
-// stop ends the renewals; an extension running now finishes first.
-func (k *leaseKeeper) stop() {
-	k.timer.Stop()
-	k.mu.Lock()
-	k.stopped = true
-	k.mu.Unlock()
 }
 
 // PanicError is the permanent error a panicking handler turns into.

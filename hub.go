@@ -175,6 +175,7 @@ type Hub struct {
 	routerCloseErr error
 	finishOnce     sync.Once
 	finishErr      error
+	renewWG        sync.WaitGroup // the lease renewal loop, started by Run
 }
 
 // New returns a Hub on broker b. It validates cfg and fills its defaults.
@@ -251,6 +252,8 @@ func (h *Hub) Run(ctx context.Context) error {
 	h.runCtx = runCtx
 	h.mu.Unlock()
 
+	h.renewWG.Add(1)
+	go h.renewLeases()
 	routerErr := make(chan error, 1)
 	go func() { routerErr <- h.router.Run(runCtx) }()
 
@@ -325,6 +328,7 @@ func (h *Hub) closeRouter() {
 func (h *Hub) finish() error {
 	h.finishOnce.Do(func() {
 		h.workCancel()
+		h.renewWG.Wait()
 		h.mu.Lock()
 		h.st = stateClosed
 		h.mu.Unlock()
