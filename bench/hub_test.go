@@ -49,17 +49,19 @@ func BenchmarkHubMemory(b *testing.B) {
 		name        string
 		concurrency int
 	}{{"c1", 1}, {"c8", 8}} {
-		b.Run(c.name, func(b *testing.B) { benchHub(b, c.concurrency) })
+		b.Run(c.name, func(b *testing.B) { benchHub(b, hub.Config{Logger: discard}, c.concurrency) })
 	}
 }
 
-func benchHub(b *testing.B, concurrency int) {
+// benchHub publishes b.N records through a hub made with cfg on the memory
+// broker and handles them with the given concurrency.
+func benchHub(b *testing.B, cfg hub.Config, concurrency int) {
 	br, err := memory.New(memory.Config{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer br.Close()
-	h, err := hub.New(br, hub.Config{Logger: discard})
+	h, err := hub.New(br, cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
