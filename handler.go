@@ -186,9 +186,8 @@ type handler struct {
 	chain       message.HandlerFunc // user middleware around call; nil when none
 	keyPrefix   string              // name + "/"
 
-	mu       sync.Mutex
-	attempts map[*delivery]time.Time // running attempts, for Health
-	leases   map[*delivery]struct{}  // claims held now, renewed by Hub.renewLeases
+	mu     sync.Mutex
+	leases map[*delivery]struct{} // claims held now, renewed by Hub.renewLeases
 }
 
 // delivery is the state of one delivered message across its attempts.
@@ -203,6 +202,9 @@ type delivery struct {
 	scoped, token string
 	renewedAt     time.Time
 	leaseLost     bool
+	// attemptStart is when the running attempt began (zero between
+	// attempts), for Health's StuckAfter; set only when StuckAfter is.
+	attemptStart time.Time
 }
 
 type deliveryCtxKey struct{}
@@ -234,7 +236,6 @@ func (h *Hub) register(topic, outTopic string, opts []HandlerOption, bind func(*
 		concurrency: hc.concurrency,
 		policy:      policy,
 		keyPrefix:   name + "/",
-		attempts:    make(map[*delivery]time.Time),
 		leases:      make(map[*delivery]struct{}),
 	}
 	bind(hd)
@@ -317,8 +318,8 @@ func (hd *handler) oldestAttempt() time.Time {
 	hd.mu.Lock()
 	defer hd.mu.Unlock()
 	var oldest time.Time
-	for _, t := range hd.attempts {
-		if oldest.IsZero() || t.Before(oldest) {
+	for d := range hd.leases {
+		if t := d.attemptStart; !t.IsZero() && (oldest.IsZero() || t.Before(oldest)) {
 			oldest = t
 		}
 	}
@@ -589,11 +590,11 @@ func (hd *handler) deadLetter(ctx context.Context, msg *message.Message, scoped,
 func (hd *handler) attempt(ctx context.Context, msg *message.Message, d *delivery) (out []*message.Message, err error) {
 	if hd.h.cfg.StuckAfter > 0 {
 		hd.mu.Lock()
-		hd.attempts[d] = time.Now()
+		d.attemptStart = time.Now()
 		hd.mu.Unlock()
 		defer func() {
 			hd.mu.Lock()
-			delete(hd.attempts, d)
+			d.attemptStart = time.Time{}
 			hd.mu.Unlock()
 		}()
 	}
