@@ -114,3 +114,50 @@ type Inspector interface {
 	// no queue returns an error wrapping ErrUnknownTopic.
 	Queues(ctx context.Context, topic string) ([]QueueStats, error)
 }
+
+// ErrMessageTooLarge is returned (wrapped) by a publish whose message the
+// broker would refuse for its size: the payload and metadata together are
+// over the broker's limit (SQS 256 KiB, RabbitMQ's max message size, headers
+// over its frame_max). Adapters check before sending, so an oversize message
+// never reaches the wire and never costs a connection.
+var ErrMessageTooLarge = errors.New("broker: message too large")
+
+// ContextPublisher is implemented by brokers whose publish honours a
+// context: it returns, with ctx.Err() wrapped, once ctx ends, even when the
+// broker is unreachable or a bounded queue is full. The hub publishes
+// through it when the broker has it. A publish that returned an error may
+// still have reached the broker (a lost confirm); publishing again is safe
+// when the message carries an idempotency key.
+type ContextPublisher interface {
+	PublishContext(ctx context.Context, topic string, msgs ...*message.Message) error
+}
+
+// SizeLimiter is implemented by brokers with a message size limit, so the
+// hub can keep room for the metadata a dead letter adds.
+type SizeLimiter interface {
+	// MaxMessageSize is the largest message, payload plus metadata keys and
+	// values in bytes, the broker accepts; 0 means no limit.
+	MaxMessageSize() int
+}
+
+// MessageSize is the size a SizeLimiter compares with its limit: the
+// payload plus every metadata key and value, in bytes.
+func MessageSize(m *message.Message) int {
+	n := len(m.Payload) + len(m.UUID)
+	for k, v := range m.Metadata {
+		n += len(k) + len(v)
+	}
+	return n
+}
+
+// PublishContext publishes msgs to topic through b, honouring ctx when b is
+// a ContextPublisher. Otherwise it checks ctx first, then calls b.Publish.
+func PublishContext(ctx context.Context, b message.Publisher, topic string, msgs ...*message.Message) error {
+	if cp, ok := b.(ContextPublisher); ok {
+		return cp.PublishContext(ctx, topic, msgs...)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return b.Publish(topic, msgs...)
+}
