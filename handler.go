@@ -209,6 +209,34 @@ type delivery struct {
 
 type deliveryCtxKey struct{}
 
+// Claim identifies the idempotency claim a handler attempt runs under. A
+// handler that records its work in the same database as its idempotency
+// store completes the key inside its own transaction with it (pgstore's
+// CompleteTx), so state and key commit together: the hub's own Complete
+// afterwards finds the key completed with its token and succeeds.
+type Claim struct {
+	// Handler is the handler name, the scope of the key.
+	Handler string
+	// Key is the message's idempotency key, unscoped.
+	Key string
+	// StoreKey is the key as the idempotency store holds it (scoped by
+	// handler).
+	StoreKey string
+	// Token proves the claim; Complete and Release need it.
+	Token string
+}
+
+type claimCtxKey struct{}
+
+// ClaimFrom returns the claim of the delivery a handler's ctx belongs to.
+func ClaimFrom(ctx context.Context) (Claim, bool) {
+	c, ok := ctx.Value(claimCtxKey{}).(*Claim)
+	if !ok {
+		return Claim{}, false
+	}
+	return *c, true
+}
+
 func (h *Hub) register(topic, outTopic string, opts []HandlerOption, bind func(*handler)) error {
 	if err := validTopic(topic); err != nil {
 		return err
@@ -426,6 +454,7 @@ func (hd *handler) process(ctx context.Context, msg *message.Message, d *deliver
 	token := claim.Token
 	hd.holdLease(d, scoped, token)
 	defer hd.dropLease(d)
+	ctx = context.WithValue(ctx, claimCtxKey{}, &Claim{Handler: hd.name, Key: d.key, StoreKey: scoped, Token: token})
 
 	v, err := hd.decode(msg)
 	if err != nil {
