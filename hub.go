@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -37,6 +36,7 @@ const (
 	RetentionDefault        = 24 * time.Hour
 	ShutdownTimeoutDefault  = 30 * time.Second
 	ConcurrencyDefault      = 1
+	OpTimeoutDefault        = 10 * time.Second
 	// MinLease is the shortest Config.Lease: the hub renews a lease every
 	// third of it.
 	MinLease = 30 * time.Millisecond
@@ -91,6 +91,13 @@ type Config struct {
 	// StuckAfter makes Health report a handler attempt running longer than
 	// this as stuck. Defaults to 0: never.
 	StuckAfter time.Duration
+	// OpTimeout bounds each call the hub makes on its own behalf: every
+	// idempotency store call (claim, complete, release, extend) and every
+	// publish of a delayed retry, a dead letter or a Pipe output. A hung
+	// store or broker costs a delivery at most this, never a stuck worker,
+	// and Close waits at most about twice this for bookkeeping after the
+	// handlers returned. Defaults to 10s.
+	OpTimeout time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -113,6 +120,9 @@ func (c Config) withDefaults() Config {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = ShutdownTimeoutDefault
 	}
+	if c.OpTimeout == 0 {
+		c.OpTimeout = OpTimeoutDefault
+	}
 	return c
 }
 
@@ -127,20 +137,13 @@ func (c Config) validate() error {
 		return fmt.Errorf("config Retention is %v; set a positive duration, or 0 for %v", c.Retention, RetentionDefault)
 	case c.ShutdownTimeout < 0:
 		return fmt.Errorf("config ShutdownTimeout is %v; set a positive duration, or 0 for %v", c.ShutdownTimeout, ShutdownTimeoutDefault)
+	case c.OpTimeout < 0:
+		return fmt.Errorf("config OpTimeout is %v; set a positive duration, or 0 for %v", c.OpTimeout, OpTimeoutDefault)
 	case c.StuckAfter < 0:
 		return fmt.Errorf("config StuckAfter is %v; set a positive duration, or 0 to never report stuck handlers", c.StuckAfter)
 	}
 	return nil
 }
-
-type state int
-
-const (
-	stateNew state = iota
-	stateRunning
-	stateStopping
-	stateClosed
-)
 
 // Hub connects typed handlers to a broker with idempotency, retries and
 // dead-lettering. Create it with New, register handlers with Handle or Pipe,
@@ -150,7 +153,6 @@ type Hub struct {
 	cfg       Config
 	store     idempotency.Store
 	ownsStore bool
-	router    *message.Router
 	schemas   schemaRegistry
 	tel       *telemetry
 	log       *slog.Logger
@@ -162,20 +164,12 @@ type Hub struct {
 	// it as their context.
 	workCtx    context.Context
 	workCancel context.CancelFunc
+	// bgCtx ends when the hub is closed: the lease renewer stops.
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
 
-	mu       sync.Mutex
-	st       state
-	handlers map[string]*handler
-	runCtx   context.Context // the router's run context, set by Run
-	stopped  chan struct{}   // closed when shutdown begins
-	routerUp chan struct{}   // closed once the router runs
-
-	routerClose    sync.Once
-	routerClosed   chan struct{}
-	routerCloseErr error
-	finishOnce     sync.Once
-	finishErr      error
-	renewWG        sync.WaitGroup // the lease renewal loop, started by Run
+	lifecycle
+	counts counts
 }
 
 // New returns a Hub on broker b. It validates cfg and fills its defaults.
@@ -188,15 +182,12 @@ func New(b broker.Broker, cfg Config) (*Hub, error) {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	h := &Hub{
-		b:            b,
-		cfg:          cfg,
-		store:        cfg.Idempotency,
-		log:          cfg.Logger,
-		handlers:     make(map[string]*handler),
-		stopped:      make(chan struct{}),
-		routerUp:     make(chan struct{}),
-		routerClosed: make(chan struct{}),
+		b:     b,
+		cfg:   cfg,
+		store: cfg.Idempotency,
+		log:   cfg.Logger,
 	}
+	h.lifecycle.init()
 	if h.store == nil {
 		s, err := idempotency.NewMemoryStore(idempotency.MemoryConfig{})
 		if err != nil {
@@ -204,21 +195,10 @@ func New(b broker.Broker, cfg Config) (*Hub, error) {
 		}
 		h.store, h.ownsStore = s, true
 	}
-	router, err := message.NewRouter(message.RouterConfig{
-		// The hub bounds the drain itself (Shutdown's context); the router
-		// waits as long as handlers run.
-		CloseTimeout: 365 * 24 * time.Hour,
-	}, watermillLogger{l: cfg.Logger.With("component", "watermill")})
-	if err != nil {
-		if h.ownsStore {
-			_ = h.store.Close()
-		}
-		return nil, fmt.Errorf("hub: router: %w", err)
-	}
-	h.router = router
 	h.tel = newTelemetry(cfg, b.Name())
 	h.drainCtx, h.drainCancel = context.WithCancel(context.Background())
 	h.workCtx, h.workCancel = context.WithCancel(context.Background())
+	h.bgCtx, h.bgCancel = context.WithCancel(context.Background())
 	return h, nil
 }
 
@@ -230,160 +210,6 @@ func (h *Hub) Logger() *slog.Logger { return h.log }
 
 // DeadLetterTopic returns the dead-letter topic of topic.
 func (h *Hub) DeadLetterTopic(topic string) string { return topic + h.cfg.DeadLetterSuffix }
-
-// Run starts every registered handler and blocks until ctx is done or
-// Shutdown or Close is called. When ctx ends, Run drains: it stops
-// consuming, lets in-flight handlers finish within Config.ShutdownTimeout,
-// nacks what is unfinished, and returns nil. A second Run returns ErrRunning;
-// Run after Close returns ErrClosed.
-func (h *Hub) Run(ctx context.Context) error {
-	h.mu.Lock()
-	switch h.st {
-	case stateRunning:
-		h.mu.Unlock()
-		return ErrRunning
-	case stateStopping, stateClosed:
-		h.mu.Unlock()
-		return ErrClosed
-	}
-	h.st = stateRunning
-	runCtx, cancelRun := context.WithCancel(context.Background())
-	defer cancelRun()
-	h.runCtx = runCtx
-	h.mu.Unlock()
-
-	h.renewWG.Add(1)
-	go h.renewLeases()
-	routerErr := make(chan error, 1)
-	go func() { routerErr <- h.router.Run(runCtx) }()
-
-	select {
-	case <-h.router.Running():
-		close(h.routerUp)
-	case err := <-routerErr:
-		h.abort()
-		return fmt.Errorf("hub: starting handlers: %w", err)
-	}
-
-	select {
-	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.Background(), h.cfg.ShutdownTimeout)
-		err := h.Shutdown(sctx)
-		cancel()
-		<-routerErr
-		if err != nil && !errors.Is(err, ErrClosed) {
-			return err
-		}
-		return nil
-	case <-h.stopped:
-		<-h.routerClosed
-		<-routerErr
-		return nil
-	}
-}
-
-// abort closes everything after a failed start.
-func (h *Hub) abort() {
-	h.beginStop()
-	h.workCancel()
-	h.closeRouter()
-	<-h.routerClosed
-	_ = h.finish()
-}
-
-// Running returns a channel closed once Run has started every handler.
-func (h *Hub) Running() <-chan struct{} { return h.routerUp }
-
-// beginStop moves the hub to stopping; it reports whether this call did.
-func (h *Hub) beginStop() bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.st == stateStopping || h.st == stateClosed {
-		return false
-	}
-	h.st = stateStopping
-	close(h.stopped)
-	h.drainCancel()
-	return true
-}
-
-func (h *Hub) closeRouter() {
-	h.routerClose.Do(func() {
-		h.mu.Lock()
-		ran := h.runCtx != nil
-		h.mu.Unlock()
-		if !ran {
-			// A router that never ran waits forever for handlers it never
-			// started; there is nothing to close.
-			close(h.routerClosed)
-			return
-		}
-		go func() {
-			h.routerCloseErr = h.router.Close()
-			close(h.routerClosed)
-		}()
-	})
-}
-
-func (h *Hub) finish() error {
-	h.finishOnce.Do(func() {
-		h.workCancel()
-		h.renewWG.Wait()
-		h.mu.Lock()
-		h.st = stateClosed
-		h.mu.Unlock()
-		var errs []error
-		if h.routerCloseErr != nil {
-			errs = append(errs, fmt.Errorf("hub: closing router: %w", h.routerCloseErr))
-		}
-		if h.ownsStore {
-			if err := h.store.Close(); err != nil {
-				errs = append(errs, fmt.Errorf("hub: closing idempotency store: %w", err))
-			}
-		}
-		h.finishErr = errors.Join(errs...)
-	})
-	return h.finishErr
-}
-
-// Shutdown stops consuming and waits for in-flight handlers to finish. An
-// in-process retry wait is cut short and its message nacked, never acked.
-// If ctx ends first, handler contexts are cancelled, their messages nacked,
-// and Shutdown returns ctx.Err() once they have returned. The broker is not
-// closed: it is the caller's. Shutdown and Close are safe to call more than
-// once, in any order; later calls wait for the first and return nil.
-func (h *Hub) Shutdown(ctx context.Context) error {
-	if !h.beginStop() {
-		<-h.routerClosed
-		return nil
-	}
-	h.closeRouter()
-	select {
-	case <-h.routerClosed:
-		return h.finish()
-	case <-ctx.Done():
-		h.workCancel()
-		<-h.routerClosed
-		return errors.Join(ctx.Err(), h.finish())
-	}
-}
-
-// Close stops the hub at once: handler contexts are cancelled and
-// unfinished messages nacked. It waits for handlers to return.
-func (h *Hub) Close() error {
-	if !h.beginStop() {
-		h.workCancel()
-		<-h.routerClosed
-		return nil
-	}
-	h.workCancel()
-	h.closeRouter()
-	<-h.routerClosed
-	return h.finish()
-}
-
-// stopping reports whether shutdown has begun.
-func (h *Hub) stopping() bool { return h.drainCtx.Err() != nil }
 
 // Health returns nil when the broker and the idempotency store are
 // reachable and no handler attempt has run past Config.StuckAfter. Each

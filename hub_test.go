@@ -237,9 +237,9 @@ func TestCompletedKeyInStoreSkipsHandler(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = store.Close() })
 	ctx := context.Background()
-	c, err := store.Claim(ctx, "records/k1", time.Minute)
+	c, err := store.Claim(ctx, hub.StoreKey("records", "k1"), time.Minute)
 	require.NoError(t, err)
-	require.NoError(t, store.Complete(ctx, "records/k1", c.Token, time.Hour))
+	require.NoError(t, store.Complete(ctx, hub.StoreKey("records", "k1"), c.Token, time.Hour))
 
 	th := hubtest.New(t, hubtest.WithConfig(func(c *hub.Config) { c.Idempotency = store }))
 	var calls atomic.Int32

@@ -1,54 +1,60 @@
 package hub
 
 import (
-	"context"
-	"log/slog"
-
-	"github.com/ThreeDotsLabs/watermill"
+	"fmt"
+	"sync/atomic"
 )
 
-// levelTrace is below slog.LevelDebug, for Watermill's trace logs.
-const levelTrace = slog.LevelDebug - 4
-
-// watermillLogger adapts slog for the Watermill router. It checks the level
-// before building attributes, so disabled logs cost nothing per message.
-// Watermill's Info logs (router start and stop) are logged at Debug: the hub
-// logs its own lifecycle.
-type watermillLogger struct {
-	l      *slog.Logger
-	fields watermill.LogFields
+// counts are the hub's lifetime delivery counts, for its drain log line.
+type counts struct {
+	ack, retry, delayed, dlq, duplicate, skipped atomic.Int64
 }
 
-func (w watermillLogger) log(level slog.Level, msg string, err error, fields watermill.LogFields) {
-	ctx := context.Background()
-	if !w.l.Enabled(ctx, level) {
-		return
+func (h *Hub) count(outcome string) {
+	c := &h.counts
+	switch outcome {
+	case OutcomeAck:
+		c.ack.Add(1)
+	case OutcomeRetry:
+		c.retry.Add(1)
+	case OutcomeDelayed:
+		c.delayed.Add(1)
+	case OutcomeDLQ:
+		c.dlq.Add(1)
+	case OutcomeDuplicate:
+		c.duplicate.Add(1)
+	case OutcomeSkipped:
+		c.skipped.Add(1)
 	}
-	attrs := make([]slog.Attr, 0, len(w.fields)+len(fields)+1)
-	for k, v := range w.fields {
-		attrs = append(attrs, slog.Any(k, v))
-	}
-	for k, v := range fields {
-		attrs = append(attrs, slog.Any(k, v))
-	}
-	if err != nil {
-		attrs = append(attrs, slog.String("error", err.Error()))
-	}
-	w.l.LogAttrs(ctx, level, msg, attrs...)
 }
 
-func (w watermillLogger) Error(msg string, err error, fields watermill.LogFields) {
-	w.log(slog.LevelError, msg, err, fields)
+// logStart logs, at INFO, one line per handler Run started.
+func (h *Hub) logStart(hds []*handler) {
+	for _, hd := range hds {
+		h.logConsumer(hd)
+	}
 }
-func (w watermillLogger) Info(msg string, fields watermill.LogFields) {
-	w.log(slog.LevelDebug, msg, nil, fields)
+
+// logConsumer logs what a handler consumes and from where.
+func (h *Hub) logConsumer(hd *handler) {
+	attrs := []any{"handler", hd.name, "topic", hd.topic, "group", hd.name,
+		"broker", h.b.Name(), "concurrency", hd.concurrency, "idempotency", fmt.Sprintf("%T", h.store)}
+	if q, ok := h.b.(interface{ QueueName(topic, group string) string }); ok {
+		attrs = append(attrs, "queue", q.QueueName(hd.topic, hd.name))
+	}
+	if hd.outTopic != "" {
+		attrs = append(attrs, "publishes_to", hd.outTopic)
+	}
+	h.log.Info("hub: consuming", attrs...)
 }
-func (w watermillLogger) Debug(msg string, fields watermill.LogFields) {
-	w.log(slog.LevelDebug, msg, nil, fields)
+
+// logDrainBegin and logDrained bracket a drain at INFO.
+func (h *Hub) logDrainBegin() {
+	h.log.Info("hub: draining", "handlers", len(h.order))
 }
-func (w watermillLogger) Trace(msg string, fields watermill.LogFields) {
-	w.log(levelTrace, msg, nil, fields)
-}
-func (w watermillLogger) With(fields watermill.LogFields) watermill.LoggerAdapter {
-	return watermillLogger{l: w.l, fields: w.fields.Add(fields)}
+
+func (h *Hub) logDrained() {
+	c := &h.counts
+	h.log.Info("hub: drained", "ack", c.ack.Load(), "retry", c.retry.Load(), "delayed", c.delayed.Load(),
+		"dlq", c.dlq.Load(), "duplicate", c.duplicate.Load(), "skipped", c.skipped.Load())
 }

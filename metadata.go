@@ -35,6 +35,10 @@ const (
 	// (handler). Brokers that cannot address a group directly carry delayed
 	// retries and replays this way; other handlers of the topic ack and skip it.
 	KeyTargetGroup = "hub-target-group"
+	// KeyNotBefore, an RFC 3339 time, marks a delayed retry scheduled
+	// further ahead than the broker delays in one hop: a copy that arrives
+	// before it is scheduled again without calling the handler.
+	KeyNotBefore = "hub-not-before"
 
 	// Dead-letter keys, added to the original metadata when a message is
 	// dead-lettered.
@@ -45,6 +49,9 @@ const (
 	KeyAttempts      = "hub-attempts"
 	KeyFailedAt      = "hub-failed-at"
 	KeyFirstFailedAt = "hub-first-failed-at"
+	// KeyDLQPayloadOmitted is set on a letter whose payload had to be left
+	// out to fit the broker's size limit: the original size and digest.
+	KeyDLQPayloadOmitted = "hub-dlq-payload-omitted"
 )
 
 // Dead-letter reasons, the values of [KeyDLQReason].
@@ -53,4 +60,11 @@ const (
 	ReasonPermanent = "permanent-error"   // the handler returned retry.Permanent or panicked
 	ReasonDecode    = "decode-error"      // the payload could not be decrypted, upcast or decoded
 	ReasonPanic     = "panic"             // the handler panicked
+	// ReasonTooLarge: the message (or a Pipe output) is over the broker's
+	// size limit, so it can neither be retried through the broker nor
+	// published.
+	ReasonTooLarge = "too-large"
+	// ReasonScheduleFailed: the broker refused the delayed retry on
+	// several deliveries in a row.
+	ReasonScheduleFailed = "schedule-failed"
 )

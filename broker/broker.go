@@ -161,3 +161,10 @@ func PublishContext(ctx context.Context, b message.Publisher, topic string, msgs
 	}
 	return b.Publish(topic, msgs...)
 }
+
+// DelayLimiter is implemented by Delayers whose longest delay is bounded
+// (SQS: 15 minutes a hop; RabbitMQ: the longest delay tier). The hub chains
+// a longer delayed retry in hops, carrying the due time in hub-not-before.
+type DelayLimiter interface {
+	MaxDelay() time.Duration
+}
