@@ -90,7 +90,6 @@ func (h *Hub) renewLeases() {
 	}
 }
 
-
 func (hd *handler) oldestAttempt() time.Time {
 	hd.mu.Lock()
 	defer hd.mu.Unlock()

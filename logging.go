@@ -39,7 +39,9 @@ func (h *Hub) logStart(hds []*handler) {
 func (h *Hub) logConsumer(hd *handler) {
 	attrs := []any{"handler", hd.name, "topic", hd.topic, "group", hd.name,
 		"broker", h.b.Name(), "concurrency", hd.concurrency, "idempotency", fmt.Sprintf("%T", h.store)}
-	if q, ok := h.b.(interface{ QueueName(topic, group string) string }); ok {
+	if q, ok := h.b.(interface {
+		QueueName(topic, group string) string
+	}); ok {
 		attrs = append(attrs, "queue", q.QueueName(hd.topic, hd.name))
 	}
 	if hd.outTopic != "" {
