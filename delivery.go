@@ -163,7 +163,9 @@ func (hd *handler) process(ctx context.Context, msg *message.Message, d *deliver
 		}
 	}
 	scoped := hd.keyPrefix + d.key
-	cctx, cancel := h.opCtx(ctx)
+	// Nothing is handled yet: Close may cut the claim short (the message
+	// is nacked, never acked).
+	cctx, cancel := context.WithTimeout(ctx, h.cfg.OpTimeout)
 	claim, err := h.store.Claim(cctx, scoped, h.cfg.Lease)
 	cancel()
 	if err != nil {

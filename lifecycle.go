@@ -80,9 +80,8 @@ func (h *Hub) Run(ctx context.Context) error {
 	}
 	h.st = stateStarting
 	hds := append([]*handler(nil), h.order...)
+	h.bg.Add(1) // under mu: finish's Wait never races this Add
 	h.mu.Unlock()
-
-	h.bg.Add(1)
 	go h.renewLeases()
 
 	for _, hd := range hds {

@@ -45,8 +45,12 @@ func WithDelay(d time.Duration) PublishOption { return func(c *publishConfig) { 
 var ErrNoDelay = errors.New("hub: broker cannot delay messages")
 
 // Publish encodes v and publishes it to topic. It returns once the broker
-// has accepted the message (for RabbitMQ, once confirmed). It is safe for
-// concurrent use and works whether or not Run was called.
+// has accepted the message (for RabbitMQ, once confirmed), or with ctx's
+// error once ctx ends (on brokers that implement broker.ContextPublisher, as
+// every adapter here does). A message too large for the broker, with room
+// left for its dead letter's metadata, is refused with an error wrapping
+// broker.ErrMessageTooLarge. It is safe for concurrent use and works
+// whether or not Run was called.
 func Publish[T any](ctx context.Context, h *Hub, topic string, v T, opts ...PublishOption) error {
 	var one [1]T
 	one[0] = v
@@ -112,6 +116,9 @@ func publish[T any](ctx context.Context, h *Hub, topic string, vs []T, opts []Pu
 		if !ok {
 			return fmt.Errorf("%w: %s", ErrNoDelay, h.b.Name())
 		}
+		if err := h.checkSize(topic, msgs); err != nil {
+			return err
+		}
 		ctx, obs := h.tel.startPublish(ctx, topic, msgs...)
 		err := dl.PublishDelayed(ctx, topic, "", pc.delay, msgs...)
 		obs.end(ctx, len(msgs), err)
@@ -166,10 +173,40 @@ func (h *Hub) newMessage(ctx context.Context, info *schemaInfo, v any, pc publis
 	return m, nil
 }
 
-// publishMessages publishes encoded messages with telemetry.
+// letterReserve is the room a message must leave under the broker's size
+// limit for the metadata its dead letter adds (reason, error text, handler,
+// times), so every message the hub publishes can be dead-lettered whole.
+const letterReserve = deadLetterErrorMax + 2048
+
+// checkSize refuses, with an error wrapping broker.ErrMessageTooLarge, a
+// message that would leave no room for its dead letter's metadata.
+func (h *Hub) checkSize(topic string, msgs []*message.Message) error {
+	lim, ok := h.b.(broker.SizeLimiter)
+	if !ok {
+		return nil
+	}
+	most := lim.MaxMessageSize()
+	if most <= 0 {
+		return nil
+	}
+	room := most - min(letterReserve, most/4)
+	for i, m := range msgs {
+		if n := broker.MessageSize(m); n > room {
+			return fmt.Errorf("hub: publishing to %q: message %d is %d bytes with its metadata; %s accepts %d, and the hub keeps %d of them for a dead letter's metadata: %w",
+				topic, i, n, h.b.Name(), most, most-room, broker.ErrMessageTooLarge)
+		}
+	}
+	return nil
+}
+
+// publishMessages publishes encoded messages with telemetry. It honours
+// ctx on brokers that implement broker.ContextPublisher.
 func (h *Hub) publishMessages(ctx context.Context, topic string, msgs []*message.Message) error {
+	if err := h.checkSize(topic, msgs); err != nil {
+		return err
+	}
 	ctx, obs := h.tel.startPublish(ctx, topic, msgs...)
-	err := h.b.Publish(topic, msgs...)
+	err := broker.PublishContext(ctx, h.b, topic, msgs...)
 	obs.end(ctx, len(msgs), err)
 	if err != nil {
 		return fmt.Errorf("hub: publishing to %q: %w", topic, err)

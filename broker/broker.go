@@ -151,13 +151,18 @@ func MessageSize(m *message.Message) int {
 }
 
 // PublishContext publishes msgs to topic through b, honouring ctx when b is
-// a ContextPublisher. Otherwise it checks ctx first, then calls b.Publish.
+// a ContextPublisher. Otherwise it checks ctx first, sets it as each
+// message's context (Watermill publishers that wait, such as the memory
+// broker on a full queue, watch it), then calls b.Publish.
 func PublishContext(ctx context.Context, b message.Publisher, topic string, msgs ...*message.Message) error {
 	if cp, ok := b.(ContextPublisher); ok {
 		return cp.PublishContext(ctx, topic, msgs...)
 	}
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	for _, m := range msgs {
+		m.SetContext(ctx)
 	}
 	return b.Publish(topic, msgs...)
 }
