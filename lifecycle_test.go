@@ -33,7 +33,9 @@ func TestLifecycleStress(t *testing.T) {
 		var wg sync.WaitGroup
 		calls := []func(){
 			func() { _ = h.Run(ctx) },
-			func() { _ = hub.Handle(h, topic, func(context.Context, hub.Message[Rec]) error { return nil }, hub.Name("late")) },
+			func() {
+				_ = hub.Handle(h, topic, func(context.Context, hub.Message[Rec]) error { return nil }, hub.Name("late"))
+			},
 			func() { _ = hub.Publish(context.Background(), h, topic, Rec{ID: "x"}) },
 			func() { _ = h.Health(context.Background()) },
 			func() {
