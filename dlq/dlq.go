@@ -331,6 +331,14 @@ type ReplayOptions struct {
 	// A letter replayed to another topic than its own reaches every group
 	// of that topic (its failed handler's name means nothing there).
 	To string
+	// ToGroup addresses the letters to this handler (consumer group)
+	// instead of the one that failed them: after a handler was renamed,
+	// replay its letters to the new name.
+	ToGroup string
+	// Force replays even to a group the broker reports without a consumer
+	// (or without a queue). Without it Replay refuses, with an error
+	// wrapping ErrNoConsumer, and the letter stays in the DLQ.
+	Force bool
 	// DryRun reports what would be replayed and changes nothing.
 	DryRun bool
 	// Progress, when set, is called after each replayed letter.
@@ -349,6 +357,7 @@ type ReplayResult struct {
 // its republish has returned without error.
 func Replay(ctx context.Context, b broker.Broker, dlqTopic string, o ReplayOptions) (ReplayResult, error) {
 	var res ReplayResult
+	checked := map[[2]string]error{}
 	err := scan(ctx, b, dlqTopic, o.Options, func(_ *message.Message, l Letter) (bool, bool, error) {
 		if !o.Filter.Match(l) {
 			return false, false, nil
@@ -363,8 +372,25 @@ func Replay(ctx context.Context, b broker.Broker, dlqTopic string, o ReplayOptio
 			to = o.To
 		}
 		rm := l.ReplayMessage()
-		if to != l.OriginalTopic {
+		group := l.Handler
+		if o.ToGroup != "" {
+			group = o.ToGroup
+			rm.Metadata[hub.KeyTargetGroup] = group
+		}
+		if to != l.OriginalTopic && o.ToGroup == "" {
 			delete(rm.Metadata, hub.KeyTargetGroup)
+			group = ""
+		}
+		if !o.Force {
+			k := [2]string{to, group}
+			err, seen := checked[k]
+			if !seen {
+				err = hasConsumer(ctx, b, to, group)
+				checked[k] = err
+			}
+			if err != nil {
+				return false, true, fmt.Errorf("dlq: not replaying %s: %w", l.ID, err)
+			}
 		}
 		if err := b.Publish(to, rm); err != nil {
 			return false, true, fmt.Errorf("dlq: replaying %s to %q: %w", l.ID, to, err)
@@ -377,6 +403,50 @@ func Replay(ctx context.Context, b broker.Broker, dlqTopic string, o ReplayOptio
 		return true, stop, nil
 	})
 	return res, err
+}
+
+// ErrNoConsumer is returned by Replay for a letter whose target group has
+// no queue or no consumer: replayed there it would sit unread (its handler
+// was renamed or removed). Replay to the new name with ToGroup, or pass
+// Force.
+var ErrNoConsumer = errors.New("dlq: the target group has no consumer")
+
+// groupInspector is implemented by brokers that inspect named groups'
+// queues (RabbitMQ cannot list them).
+type groupInspector interface {
+	GroupQueues(ctx context.Context, topic string, groups ...string) ([]broker.QueueStats, error)
+}
+
+// hasConsumer checks, on brokers that can tell, that group (every group
+// when empty) of topic has a queue with a consumer.
+func hasConsumer(ctx context.Context, b broker.Broker, topic, group string) error {
+	var qs []broker.QueueStats
+	var err error
+	if gi, ok := b.(groupInspector); ok && group != "" {
+		qs, err = gi.GroupQueues(ctx, topic, group)
+	} else if in, ok := b.(broker.Inspector); ok {
+		qs, err = in.Queues(ctx, topic)
+	} else {
+		return nil // the broker cannot tell; replay as asked
+	}
+	if errors.Is(err, broker.ErrUnknownTopic) {
+		return fmt.Errorf("%w: topic %q has no queue; start its handler first, or pass Force", ErrNoConsumer, topic)
+	}
+	if err != nil {
+		return fmt.Errorf("dlq: inspecting %q before replaying: %w", topic, err)
+	}
+	for _, q := range qs {
+		if group != "" && q.Group != group {
+			continue
+		}
+		if q.Consumers != 0 { // -1: the broker does not report consumers
+			return nil
+		}
+	}
+	if group == "" {
+		return fmt.Errorf("%w: no group of topic %q has a consumer; start a handler first, or pass Force", ErrNoConsumer, topic)
+	}
+	return fmt.Errorf("%w: group %q of topic %q has no consumer (renamed or removed handler?); replay to its new name with ToGroup, or pass Force", ErrNoConsumer, group, topic)
 }
 
 // Purge removes matching letters and returns how many.

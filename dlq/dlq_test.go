@@ -451,3 +451,52 @@ func TestReplayTo(t *testing.T) {
 	require.Equal(t, map[string]int{"k1": 1}, q.wait(t, 1))
 	waitLetters(t, th.Broker, "records.dlq", 0)
 }
+
+// Defect 3 (issue 10): replaying the letters of a renamed handler refuses
+// instead of stranding them in a queue nobody reads; ToGroup moves them to
+// the new name, which handles each once.
+func TestReplayToARenamedHandler(t *testing.T) {
+	ctx := context.Background()
+	mem, err := memory.New(memory.Config{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = mem.Close() })
+	store, err := idempotency.NewMemoryStore(idempotency.MemoryConfig{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = store.Close() })
+
+	// Version 1 of the worker: handler "normalise" dead-letters a record.
+	old := newCounter()
+	hv1, err := hub.New(mem, hub.Config{Retry: policy, Idempotency: store})
+	require.NoError(t, err)
+	require.NoError(t, hub.Handle(hv1, "records", old.handler, hub.Name("normalise")))
+	run1 := make(chan error, 1)
+	go func() { run1 <- hv1.Run(ctx) }()
+	<-hv1.Running()
+	require.NoError(t, hub.Publish(ctx, hv1, "records", Record{ID: "1", Kind: "perm"}, hub.WithKey("k1")))
+	waitLetters(t, mem, "records.dlq", 1)
+	require.NoError(t, hv1.Close())
+	require.NoError(t, <-run1)
+
+	// Version 2 renamed it "clean".
+	renamed := newCounter()
+	renamed.fix()
+	hv2, err := hub.New(mem, hub.Config{Retry: policy, Idempotency: store})
+	require.NoError(t, err)
+	require.NoError(t, hub.Handle(hv2, "records", renamed.handler, hub.Name("clean")))
+	run2 := make(chan error, 1)
+	go func() { run2 <- hv2.Run(ctx) }()
+	<-hv2.Running()
+	t.Cleanup(func() { require.NoError(t, hv2.Close()); require.NoError(t, <-run2) })
+
+	o := dlq.Options{Idle: 100 * time.Millisecond}
+	_, err = dlq.Replay(ctx, mem, "records.dlq", dlq.ReplayOptions{Options: o})
+	require.ErrorIs(t, err, dlq.ErrNoConsumer)
+	require.ErrorContains(t, err, `group "normalise"`)
+	waitLetters(t, mem, "records.dlq", 1) // still there
+
+	res, err := dlq.Replay(ctx, mem, "records.dlq", dlq.ReplayOptions{Options: o, ToGroup: "clean"})
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Replayed)
+	require.Equal(t, map[string]int{"k1": 1}, renamed.wait(t, 1))
+	waitLetters(t, mem, "records.dlq", 0)
+}
