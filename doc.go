@@ -26,40 +26,55 @@
 // poison catches the error before any retry) cannot happen here.
 //
 //  1. Skip a message addressed to another handler's group (hub-target-group).
-//  2. Claim the idempotency key, scoped by handler name, with a lease
-//     ([Config.Lease]). Completed already: ack as a duplicate, the handler
-//     is not called. Claimed by a live lease elsewhere: publish it again
-//     with a delay until the lease ends, and ack. The store unreachable:
-//     nack.
+//     A message carrying hub-not-before in the future (a delayed retry
+//     longer than the broker delays in one hop) is scheduled again for the
+//     rest of its delay, and acked.
+//  2. Claim the idempotency key (hub-key, else the message ID, else a
+//     SHA-256 of the message: never empty), scoped by handler name
+//     ([StoreKey]), with a lease ([Config.Lease]). Completed already: ack
+//     as a duplicate, the handler is not called. Claimed by a live lease
+//     elsewhere: publish it again with a delay until the lease ends, and
+//     ack. The store unreachable: pause, nack.
 //  3. Decrypt, check the schema name and version, upcast, and decode. Any
-//     failure is permanent: dead-letter at once with reason decode-error,
-//     so a poison message never blocks its queue.
+//     failure, a panic in a codec, upcaster or Encrypter included, is
+//     permanent: dead-letter at once with reason decode-error, so a poison
+//     message never blocks its queue.
 //  4. Call the handler, containing panics (a panic is a permanent error),
 //     with in-process retries by the handler's [retry.Policy]: backoff with
 //     jitter, or the delay a handler asks with [retry.After]. Shutdown cuts
 //     a wait short and nacks. The lease is extended while retries run.
-//  5. Success: publish a Pipe's outputs, Complete the key, ack. A crash
-//     between Complete and ack redelivers a message that step 2 acks as a
-//     duplicate.
+//  5. Success: publish a Pipe's outputs (IDs and keys derived from the
+//     input's key, so a retry republishes duplicates, not new messages),
+//     Complete the key, ack. A crash between Complete and ack redelivers a
+//     message that step 2 acks as a duplicate.
 //  6. Failure after the in-process attempts: release the key; while delayed
 //     retries remain, publish the message again to this handler's group only
-//     with hub-attempt+1 and a delay ([broker.Delayer]), then ack.
+//     with hub-attempt+1 and a delay ([broker.Delayer]), then ack. A publish
+//     that fails pauses before the nack; one refused on 5 deliveries in a
+//     row is dead-lettered (schedule-failed).
 //  7. Otherwise dead-letter: publish to "<topic>.dlq" with the original
 //     payload and metadata plus hub-dlq-reason, hub-dlq-error,
 //     hub-original-topic, hub-handler, hub-attempts, hub-failed-at and
-//     hub-first-failed-at, release the key, ack. If that publish fails, nack:
-//     nothing is lost.
+//     hub-first-failed-at, release the key, ack. If that publish fails,
+//     pause and nack: nothing is lost. A letter the broker refuses for its
+//     size is trimmed until it fits.
+//
+// Everything the hub does on its own behalf after a handler returned
+// (Complete, Release, its publishes) runs on a context of its own, bounded
+// by [Config.OpTimeout], so it completes even after Close.
 //
 // Brokers deliver at least once and the hub handles effectively once per
 // key and handler. Ordering is not promised. Shutdown never acks an
-// unfinished message.
+// unfinished message. docs/RELIABILITY.md states the contract and the
+// fault matrix that proves it.
 //
 // # Lifecycle
 //
-// [Hub.Run] blocks; when its context ends it drains within
+// [Hub.Run] subscribes every handler (returning the error if one cannot
+// subscribe) and blocks; when its context ends it drains within
 // [Config.ShutdownTimeout]. [Hub.Shutdown] drains with a deadline,
-// [Hub.Close] stops at once; both are safe to call twice, and afterwards
-// [Publish] returns [ErrClosed]. [Hub.Health] reports broker and store
+// [Hub.Close] stops at once; both always return, are safe to call twice
+// and concurrently with Run, and afterwards [Publish] returns [ErrClosed]. [Hub.Health] reports broker and store
 // reachability and stuck handlers.
 //
 // # Schemas
