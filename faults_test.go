@@ -492,6 +492,18 @@ func TestFaultMatrix(t *testing.T) {
 			_ = h2
 			e.handledOnce("k1")
 		}},
+		{"claim", "store error every time: a pause before each nack", func(t *testing.T, e *env) {
+			e.f.set("claim", fError, -1)
+			slow := policy
+			slow.InitialInterval, slow.MaxInterval = 40*time.Millisecond, 40*time.Millisecond
+			h := e.start(func(h *hub.Hub) { require.NoError(t, hub.Handle(h, e.topic, e.handler(nil))) }, func(c *hub.Config) { c.Retry = slow })
+			e.publish(h, "k1")
+			began := time.Now()
+			e.tr.wait(t, "six claims", 10*time.Second, func() bool { return e.f.calls("claim") >= 6 })
+			require.GreaterOrEqual(t, time.Since(began), 5*40*time.Millisecond, "nacks without a pause: a hot loop")
+			e.f.clear("claim")
+			e.handledOnce("k1")
+		}},
 		// Decode.
 		{"decode", "poison payload", func(t *testing.T, e *env) {
 			h := e.start(func(h *hub.Hub) { require.NoError(t, hub.Handle(h, e.topic, e.handler(nil))) })
@@ -674,6 +686,18 @@ func TestFaultMatrix(t *testing.T) {
 			e.publish(h, "k1")
 			e.handledOnce("k1")
 			e.tr.read(func() { require.LessOrEqual(t, e.tr.calls["k1"], 3*3+1) })
+		}},
+		{"delayed-retry publish", "none: the delayed copy can claim its key at once", func(t *testing.T, e *env) {
+			h := e.start(func(h *hub.Hub) {
+				require.NoError(t, hub.Handle(h, e.topic, e.handler(func(_ context.Context, _ string, call int) error {
+					if call <= 3 {
+						return errInjected
+					}
+					return nil
+				})))
+			}, func(c *hub.Config) { c.Lease = time.Hour }) // a key left claimed would wait an hour
+			e.publish(h, "k1")
+			e.handledOnce("k1")
 		}},
 		{"delayed-retry publish", "broker refuses every time: dead-lettered, bounded", func(t *testing.T, e *env) {
 			e.f.set("delay:records", fError, -1)

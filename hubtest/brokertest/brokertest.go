@@ -72,6 +72,8 @@ func Run(t *testing.T, cfg Config) {
 		{"DeadLetterWithMetadata", s.deadLetter},
 		{"PoisonDoesNotBlock", s.poison},
 		{"ShutdownNeverAcksUnfinished", s.shutdown},
+		{"ForeignMessagesWithoutID", s.foreignWithoutID},
+		{"NearLimitMessageEndsInALetter", s.nearLimitEndsInLetter},
 	} {
 		t.Run(tc.name, tc.fn)
 	}
