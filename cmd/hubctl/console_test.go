@@ -257,8 +257,7 @@ func TestConsolePages(t *testing.T) {
 func TestConsoleEscapesLetters(t *testing.T) {
 	e := newConsoleEnv(t, true, nil)
 	br := e.browser(t)
-	_, list := br.get("/dlq/" + e.topic + "?error=" + url.QueryEscape("decode") + "&handler=")
-	_, list = br.get("/dlq/" + e.topic)
+	_, list := br.get("/dlq/" + e.topic)
 	var xssID string
 	for _, id := range letterIDs(list) {
 		_, body := br.get("/dlq/" + e.topic + "/letters/" + id)
@@ -582,4 +581,24 @@ func TestSampler(t *testing.T) {
 	require.Equal(t, "+3.5/min", row.Rate, "3 then 6 then 10 over two minutes") // (10-3)/2
 	require.Len(t, strings.Fields(row.Spark), 3)
 	require.Contains(t, row.Warning, "no consumer")
+}
+
+func TestSessions(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	ss := newSessions(func() time.Time { return now })
+	first := ss.create()
+	for range maxSessions + 10 {
+		ss.create()
+	}
+	require.Equal(t, maxSessions, ss.len(), "bounded")
+	require.Nil(t, ss.get(first.id), "the least recently used went first")
+
+	s := ss.create()
+	require.Same(t, s, ss.get(s.id))
+	authed := ss.authenticate(s, "ada")
+	require.Nil(t, ss.get(s.id), "login replaces the session")
+	require.NotEqual(t, s.csrf, authed.csrf)
+	require.True(t, ss.get(authed.id).authed)
+	now = now.Add(sessionTTL + time.Second)
+	require.Nil(t, ss.get(authed.id), "expired")
 }
