@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"sync"
 	"time"
 
@@ -64,6 +65,8 @@ type console struct {
 
 	ctx       context.Context // cancelled by close: ends the sampler and jobs
 	cancel    context.CancelFunc
+	mu        sync.Mutex // guards closed and wg.Add against close's Wait
+	closed    bool
 	wg        sync.WaitGroup
 	startOnce sync.Once
 	closeOnce sync.Once
@@ -111,27 +114,26 @@ func newConsole(cfg consoleConfig) (*console, error) {
 
 // start starts the sampler.
 func (s *console) start() {
-	s.startOnce.Do(func() {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.samp.run(s.ctx)
-		}()
-	})
+	s.startOnce.Do(func() { s.goJob(s.samp.run) })
 }
 
 // close stops the sampler and the jobs and waits for them.
 func (s *console) close() {
 	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
 		s.cancel()
 		s.wg.Wait()
 	})
 }
 
 // goJob runs f as a goroutine the console owns: close cancels its context
-// and waits for it.
+// and waits for it. After close it runs nothing and returns false.
 func (s *console) goJob(f func(ctx context.Context)) bool {
-	if s.ctx.Err() != nil {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
 		return false
 	}
 	s.wg.Add(1)
@@ -147,7 +149,7 @@ func parseTemplates() (map[string]*template.Template, error) {
 		"path":    url.PathEscape,
 		"time":    formatTime,
 		"plural":  plural,
-		"outcome": func(i int) string { return outcomes[i] },
+		"num":     func(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) },
 	}
 	base, err := template.New("base").Funcs(funcs).ParseFS(templateFS, "console/templates/base.html")
 	if err != nil {

@@ -22,7 +22,7 @@ type serveFlags struct {
 	token      string
 	tokenFile  string
 	readOnly   bool
-	topics     stringList
+	topics     specList
 	metrics    stringList
 	sample     time.Duration
 	history    int
@@ -49,7 +49,7 @@ func (c *cli) serve(args []string) error {
 	fs.StringVar(&sf.token, "token", "", "operator token asked for at login (prefer HUBCTL_TOKEN or --token-file: flags show in ps)")
 	fs.StringVar(&sf.tokenFile, "token-file", "", "file holding the operator token")
 	fs.BoolVar(&sf.readOnly, "read-only", false, "show everything, change nothing: no replay, no purge")
-	fs.Var(&sf.topics, "topic", "a topic to show, with its consumer groups after a colon (records:normalise,audit); repeatable. Needed on RabbitMQ, which cannot list queues")
+	fs.Var(&sf.topics, "topic", "a topic to show, with its consumer groups after a colon (records:normalise,audit); repeatable (HUBCTL_TOPIC: one topic). Needed on RabbitMQ, which cannot list queues")
 	fs.Var(&sf.metrics, "metrics", "a worker's Prometheus /metrics URL for the handlers page; repeatable or comma-separated")
 	fs.DurationVar(&sf.sample, "sample", serveSampleDefault, "how often queue depths (and /metrics) are sampled")
 	fs.IntVar(&sf.history, "history", serveHistoryDefault, "samples kept per queue for the sparklines")
@@ -253,3 +253,9 @@ func (s *console) serve(ctx context.Context, ln net.Listener) error {
 
 // shutdownTimeout bounds the console's shutdown.
 const shutdownTimeout = 10 * time.Second
+
+// specList is a repeatable flag whose values may hold commas.
+type specList []string
+
+func (s *specList) String() string     { return strings.Join(*s, " ") }
+func (s *specList) Set(v string) error { *s = append(*s, v); return nil }
