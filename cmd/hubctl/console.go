@@ -146,10 +146,10 @@ func (s *console) goJob(f func(ctx context.Context)) bool {
 
 func parseTemplates() (map[string]*template.Template, error) {
 	funcs := template.FuncMap{
-		"path":    url.PathEscape,
-		"time":    formatTime,
-		"plural":  plural,
-		"num":     func(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) },
+		"path":   url.PathEscape,
+		"time":   formatTime,
+		"plural": plural,
+		"num":    func(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) },
 	}
 	base, err := template.New("base").Funcs(funcs).ParseFS(templateFS, "console/templates/base.html")
 	if err != nil {
