@@ -78,6 +78,9 @@ func (c *cli) serve(args []string) error {
 	defer closeB()
 	cfg.broker = b
 	cfg.logger = slog.New(slog.NewJSONHandler(c.stderr, nil))
+	if !cfg.loopback && cfg.tls == nil {
+		cfg.logger.Warn("console: serving plain HTTP off loopback: the operator token and session cookie cross the network in clear; put it behind TLS or use --console-tls-*", "listen", sf.listen)
+	}
 	ln, err := net.Listen("tcp", sf.listen)
 	if err != nil {
 		return fmt.Errorf("serve: listening on %s: %w", sf.listen, err)
