@@ -273,6 +273,22 @@ func TestConsoleEscapesLetters(t *testing.T) {
 	require.NotEmpty(t, xssID, "the XSS letter")
 	_, list = br.get("/dlq/" + e.topic + "?error=" + url.QueryEscape(xss))
 	require.NotContains(t, list, "<script>window.__xss", "a filter value is escaped too")
+
+	// A queue name is shown and linked escaped as well.
+	evil := `t"><script>window.__xss=3</script>`
+	require.NoError(t, e.b.Publish(evil+".dlq", message.NewMessage(watermill.NewUUID(), nil)))
+	sctx, stop := context.WithCancel(context.Background())
+	ch, err := e.b.SubscribeGroup(sctx, evil+".dlq", broker.Group{})
+	require.NoError(t, err)
+	stop()
+	for range ch {
+	}
+	require.NoError(t, e.b.Publish(evil+".dlq", message.NewMessage(watermill.NewUUID(), nil)))
+	code, page := br.get("/")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, page, "&lt;script&gt;window.__xss=3")
+	require.NotContains(t, page, "<script>window.__xss")
+	require.Contains(t, page, `href="/dlq/t%22%3E%3Cscript%3Ewindow.__xss=3%3C%2Fscript%3E"`)
 }
 
 func TestConsoleCSRF(t *testing.T) {
