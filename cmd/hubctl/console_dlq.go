@@ -255,9 +255,10 @@ func (s *console) runAction(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusConflict, "This confirmation is unknown, expired or already used: start again from the list.")
 		return
 	}
-	j := &job{ID: randomToken()[:16], Kind: p.action, Topic: p.topic, DLQ: p.dlq, Who: sess.who, Total: len(p.ids), Started: s.cfg.now(), state: "running"}
+	j := &job{ID: randomToken()[:16], Kind: p.action, Topic: p.topic, DLQ: p.dlq, Who: sess.who, Total: len(p.ids), Started: s.cfg.now(), state: "running",
+		Force: p.action == "replay" && r.PostFormValue("force") == "1"}
 	s.jobs.add(j)
-	s.log.Info("console: "+p.action+" started", "who", j.Who, "topic", p.topic, "dlq", p.dlq, "letters", len(p.ids), "job", j.ID)
+	s.log.Info("console: "+p.action+" started", "who", j.Who, "topic", p.topic, "dlq", p.dlq, "letters", len(p.ids), "force", j.Force, "job", j.ID)
 	if !s.goJob(func(ctx context.Context) { s.runJob(ctx, j, p.ids) }) {
 		j.finish(s.cfg.now(), errors.New("the console is shutting down"))
 	}
@@ -272,7 +273,7 @@ func (s *console) runJob(ctx context.Context, j *job, ids []string) {
 		switch j.Kind {
 		case "replay":
 			var res dlq.ReplayResult
-			res, err = dlq.Replay(ctx, s.cfg.broker, j.DLQ, dlq.ReplayOptions{Options: o, Progress: func(n int) { j.done.Store(int64(n)) }})
+			res, err = dlq.Replay(ctx, s.cfg.broker, j.DLQ, dlq.ReplayOptions{Options: o, Force: j.Force, Progress: func(n int) { j.done.Store(int64(n)) }})
 			j.done.Store(int64(res.Replayed))
 		case "purge":
 			var n int
@@ -295,7 +296,9 @@ type job struct {
 	ID, Kind, Topic, DLQ, Who string
 	Total                     int
 	Started                   time.Time
-	done                      atomic.Int64
+	// Force replays to handlers without a consumer (dlq.ReplayOptions).
+	Force bool
+	done  atomic.Int64
 
 	mu       sync.Mutex
 	state    string // running, done, failed

@@ -332,6 +332,17 @@ func TestConsoleCSRF(t *testing.T) {
 // runJob confirms an action and runs it, returning the finished job.
 func (br *browser) runJob(topic string, form url.Values, wantCount int) jobStatusJSON {
 	br.t.Helper()
+	return br.runJobWith(topic, form, wantCount, false)
+}
+
+// runJobForced is runJob with "force" ticked on the confirmation page.
+func (br *browser) runJobForced(topic string, form url.Values, wantCount int) jobStatusJSON {
+	br.t.Helper()
+	return br.runJobWith(topic, form, wantCount, true)
+}
+
+func (br *browser) runJobWith(topic string, form url.Values, wantCount int, force bool) jobStatusJSON {
+	br.t.Helper()
 	form.Set("csrf", br.csrf("/dlq/"+topic))
 	resp, body := br.post("/dlq/"+topic+"/confirm", form, nil)
 	require.Equal(br.t, http.StatusOK, resp.StatusCode, body)
@@ -339,6 +350,10 @@ func (br *browser) runJob(topic string, form url.Values, wantCount int) jobStatu
 	m := regexp.MustCompile(`name="confirm" value="([^"]+)"`).FindStringSubmatch(body)
 	require.NotNil(br.t, m, body)
 	run := url.Values{"csrf": {form.Get("csrf")}, "confirm": {html.UnescapeString(m[1])}}
+	if force {
+		require.Contains(br.t, body, `name="force"`)
+		run.Set("force", "1")
+	}
 	resp, body = br.post("/dlq/"+topic+"/run", run, nil)
 	require.Equal(br.t, http.StatusSeeOther, resp.StatusCode, body)
 	loc := resp.Header.Get("Location")
@@ -617,4 +632,30 @@ func TestSessions(t *testing.T) {
 	require.True(t, ss.get(authed.id).authed)
 	now = now.Add(sessionTTL + time.Second)
 	require.Nil(t, ss.get(authed.id), "expired")
+}
+
+// TestConsoleReplayNoConsumer: a replay to a handler that has no consumer
+// fails (the letter stays) unless the operator ticks "force".
+func TestConsoleReplayNoConsumer(t *testing.T) {
+	e := newConsoleEnv(t, false, nil)
+	ghost := message.NewMessage(watermill.NewUUID(), []byte(`{"id":"g1"}`))
+	ghost.Metadata.Set(hub.KeyOriginalTopic, e.topic)
+	ghost.Metadata.Set(hub.KeyHandler, "ghost")
+	ghost.Metadata.Set(hub.KeyDLQReason, hub.ReasonPermanent)
+	ghost.Metadata.Set(hub.KeyDLQError, "handler renamed")
+	require.NoError(t, e.b.Publish(e.topic+".dlq", ghost))
+	waitDepth(t, e.b, e.topic+".dlq", 5)
+	br := e.browser(t)
+
+	st := br.runJob(e.topic, url.Values{"action": {"replay"}, "scope": {"filter"}, "handler": {"ghost"}}, 1)
+	require.Equal(t, "failed", st.State)
+	require.Contains(t, st.Error, "no consumer")
+	require.EqualValues(t, 0, st.Done)
+	waitDepth(t, e.b, e.topic+".dlq", 5)
+	require.Contains(t, e.logs.String(), `"msg":"console: replay failed"`)
+
+	st = br.runJobForced(e.topic, url.Values{"action": {"replay"}, "scope": {"filter"}, "handler": {"ghost"}}, 1)
+	require.Equal(t, "done", st.State, st.Error)
+	require.EqualValues(t, 1, st.Done)
+	waitDepth(t, e.b, e.topic+".dlq", 4)
 }

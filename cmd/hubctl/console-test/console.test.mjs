@@ -162,20 +162,31 @@ async function main() {
   assert.equal(await page.locator("main script, main img").count(), 0, "letter markup reached the DOM");
   await shot(page, "letter");
 
-  // Replay two: select r1 and r2 among normalise's letters.
-  await page.goto(`${base}dlq/${topic}?handler=normalise`);
-  await page.locator("#count").getByText("4 letters match").waitFor();
-  for (const r of ["r1", "r2"]) {
-    const row = page.locator("table.letters tbody tr", { hasText: `invalid record ${r} rejected` });
-    await row.getByRole("checkbox").check();
+  // Replay two: select r1 and r2 among normalise's letters. The seeded
+  // hub has stopped, so normalise has no consumer: a plain replay is
+  // refused and keeps the letters; a forced one goes through.
+  for (const force of [false, true]) {
+    await page.goto(`${base}dlq/${topic}?handler=normalise`);
+    await page.locator("#count").getByText("4 letters match").waitFor();
+    for (const r of ["r1", "r2"]) {
+      const row = page.locator("table.letters tbody tr", { hasText: `invalid record ${r} rejected` });
+      await row.getByRole("checkbox").check();
+    }
+    if (force) await shot(page, "dead-letters");
+    await page.getByRole("button", { name: "Replay selected" }).click();
+    await page.locator("#confirm-count").getByText("2 letters").waitFor();
+    if (force) {
+      await page.getByLabel(/Replay even to a handler with no consumer/).check();
+      await shot(page, "confirm");
+    }
+    await page.getByRole("button", { name: "Replay 2 letters" }).click();
+    if (force) {
+      await page.locator("#job-state").getByText("done: 2 of 2").waitFor();
+      await shot(page, "job");
+    } else {
+      await page.locator("#job-state").getByText(/failed: 0 of 2.*no consumer/).waitFor();
+    }
   }
-  await shot(page, "dead-letters");
-  await page.getByRole("button", { name: "Replay selected" }).click();
-  await page.locator("#confirm-count").getByText("2 letters").waitFor();
-  await shot(page, "confirm");
-  await page.getByRole("button", { name: "Replay 2 letters" }).click();
-  await page.locator("#job-state").getByText("done: 2 of 2").waitFor();
-  await shot(page, "job");
 
   // Purge one, from its own page.
   await page.goto(`${base}dlq/${topic}?error=${encodeURIComponent("invalid record r3")}`);
