@@ -24,6 +24,7 @@ import (
 	"github.com/harvesthub/hub"
 	"github.com/harvesthub/hub/broker"
 	"github.com/harvesthub/hub/broker/memory"
+	"github.com/harvesthub/hub/middleware"
 )
 
 // xss is attacker-controlled text a letter carries; the console must show
@@ -658,4 +659,48 @@ func TestConsoleReplayNoConsumer(t *testing.T) {
 	require.Equal(t, "done", st.State, st.Error)
 	require.EqualValues(t, 1, st.Done)
 	waitDepth(t, e.b, e.topic+".dlq", 4)
+}
+
+// TestConsoleDecrypt: an encrypted payload stays ciphertext until the
+// operator asks (a CSRF-checked POST, logged), and only with a keyring.
+func TestConsoleDecrypt(t *testing.T) {
+	key := make([]byte, middleware.KeySize)
+	ring, err := middleware.NewKeyring("k1", map[string][]byte{"k1": key})
+	require.NoError(t, err)
+	for _, withRing := range []bool{false, true} {
+		t.Run(fmt.Sprintf("keyring=%v", withRing), func(t *testing.T) {
+			e := newConsoleEnv(t, false, func(c *consoleConfig) {
+				if withRing {
+					c.keyring = ring
+				}
+			})
+			keyID, ct, err := ring.Encrypt([]byte(`{"secret":"s3cr3t-value"}`))
+			require.NoError(t, err)
+			m := message.NewMessage(watermill.NewUUID(), ct)
+			m.Metadata.Set(hub.KeyOriginalTopic, e.topic)
+			m.Metadata.Set(hub.KeyHandler, "normalise")
+			m.Metadata.Set(hub.KeyEncKeyID, keyID)
+			require.NoError(t, e.b.Publish(e.topic+".dlq", m))
+			waitDepth(t, e.b, e.topic+".dlq", 5)
+			br := e.browser(t)
+			path := "/dlq/" + e.topic + "/letters/" + m.UUID
+			code, body := br.get(path)
+			require.Equal(t, http.StatusOK, code)
+			require.NotContains(t, body, "s3cr3t-value")
+			require.Contains(t, body, `Encrypted with key &#34;k1&#34;`)
+			tok := br.csrf(path)
+			resp, _ := br.post(path, url.Values{"decrypt": {"1"}}, nil)
+			require.Equal(t, http.StatusForbidden, resp.StatusCode, "decrypting needs the CSRF token")
+			resp, body = br.post(path, url.Values{"decrypt": {"1"}, "csrf": {tok}}, nil)
+			require.Equal(t, http.StatusOK, resp.StatusCode)
+			if !withRing {
+				require.NotContains(t, body, "s3cr3t-value")
+				require.NotContains(t, body, "Decrypt the payload")
+				require.Contains(t, body, "--key-dir")
+				return
+			}
+			require.Contains(t, body, "s3cr3t-value")
+			require.Contains(t, e.logs.String(), `"msg":"console: payload decrypted","who":"local operator from 127.0.0.1"`)
+		})
+	}
 }
