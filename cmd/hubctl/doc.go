@@ -11,6 +11,7 @@
 //	hubctl dlq replay  <topic> [filters] [--to topic] [--dry-run]
 //	hubctl dlq purge   <topic> [filters] [--yes]
 //	hubctl topics stats [topic] [--group g] [--json]
+//	hubctl serve [--listen addr] [--topic t[:group,...]]... [--metrics url]...
 //	hubctl help
 //
 // <topic> is the original topic ("records"); its dead-letter topic is
@@ -36,6 +37,22 @@
 // topics stats reports each queue's depth, in-flight and consumer counts
 // where the broker reports them ("?" otherwise, -1 in --json). RabbitMQ
 // cannot list a topic's groups over AMQP: name them with --group.
+//
+// # Console
+//
+// hubctl serve runs a web console (see serve.go and README.md): queue
+// depths with sparklines and no-consumer warnings, dead letters to filter,
+// read, replay and purge (after a confirmation that states the count, as a
+// job with progress), and, with --metrics, outcome rates and p50/p99
+// processing times per handler read from the workers' Prometheus
+// endpoints. It binds 127.0.0.1:8080 by default and refuses any other
+// address without an operator token (--token, HUBCTL_TOKEN, --token-file)
+// or client certificates (--console-tls-ca, -cert, -key); every state
+// change needs the session's CSRF token and a same-origin request;
+// --read-only turns replay and purge off. Replays, purges and decryptions
+// are logged as JSON on stderr with who did them and how many letters.
+// RabbitMQ cannot list queues over AMQP: name the topics with --topic
+// records:normalise,audit.
 //
 // # Brokers
 //

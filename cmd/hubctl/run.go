@@ -64,6 +64,8 @@ Usage:
   hubctl dlq replay  <topic> [filters] [--to topic] [--dry-run]
   hubctl dlq purge   <topic> [filters] [--yes]
   hubctl topics stats [topic] [--group name] [--json]
+  hubctl serve [--listen 127.0.0.1:8080] [--topic t[:group,...]]... [--metrics url]...
+               [--token t | --token-file f] [--read-only]
   hubctl help
 
 <topic> is the original topic ("records"); its dead letters are in
@@ -139,8 +141,10 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			return usagef("topics: the subcommand is stats")
 		}
 		return c.topicsStats(args[2:])
+	case "serve":
+		return c.serve(args[1:])
 	default:
-		return usagef("unknown command %q; use dlq or topics", cmd)
+		return usagef("unknown command %q; use dlq, topics or serve", cmd)
 	}
 }
 
