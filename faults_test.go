@@ -189,6 +189,10 @@ type faultStore struct {
 }
 
 func (s *faultStore) inject(ctx context.Context, op string) error {
+	// Like every networked store, a call on a done context fails.
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
 	switch s.f.take(op) {
 	case fError:
 		return fmt.Errorf("%s: %w", op, errInjected)
@@ -800,6 +804,39 @@ func TestFaultMatrix(t *testing.T) {
 			e.tr.wait(t, "two renewals to hang and one to pass", 10*time.Second, func() bool { return e.f.calls("extend") >= 3 })
 			close(release)
 			e.handledOnce("k1")
+		}},
+		{"lease renewal", "the lease is lost to another delivery during retries", func(t *testing.T, e *env) {
+			// Delivery A claims k1 and its handler fails slowly; its lease
+			// renewals fail, so the lease ends and delivery B of the same
+			// key takes it and succeeds. A must then not retry in process:
+			// that would handle k1 a second time.
+			e.f.set("extend", fError, -1) // until B has the key
+			bDone, aReturned := make(chan struct{}), make(chan int)
+			var failedExtends int
+			h := e.start(func(h *hub.Hub) {
+				require.NoError(t, hub.Handle(h, e.topic, e.handler(func(_ context.Context, _ string, call int) error {
+					if call != 1 {
+						if call == 2 {
+							failedExtends = e.f.calls("extend")
+							e.f.clear("extend")
+							close(bDone)
+						}
+						return nil
+					}
+					<-bDone
+					// The next renewal after B took the key finds it lost.
+					e.tr.wait(t, "A's renewal to find its lease lost", 10*time.Second, func() bool { return e.f.calls("extend") > failedExtends })
+					defer func() { aReturned <- e.f.calls("claim") }()
+					return errInjected
+				}), hub.Concurrency(2),
+					// A's retry wait outlasts the renewal that is finding the lease lost.
+					hub.WithHandlerRetry(retry.Policy{Attempts: 3, InitialInterval: 300 * time.Millisecond, MaxInterval: 300 * time.Millisecond, Redeliveries: retry.None})))
+			})
+			e.publish(h, "k1", "k1")
+			claims := <-aReturned
+			e.tr.wait(t, "A's message to come back (a duplicate now)", 10*time.Second, func() bool { return e.f.calls("claim") > claims })
+			e.handledOnce("k1")
+			e.tr.read(func() { require.Equal(t, 2, e.tr.calls["k1"], "A retried after losing its lease") })
 		}},
 	}
 	for _, r := range rows {
