@@ -67,7 +67,6 @@ type delivery struct {
 
 type deliveryCtxKey struct{}
 
-var errShuttingDown = errors.New("hub: shutting down; nacked without calling the handler")
 
 // handle runs one delivery through the hub's fixed steps and reports
 // whether to ack it. Every outcome but OutcomeRetry acks: the message was

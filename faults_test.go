@@ -838,6 +838,35 @@ func TestFaultMatrix(t *testing.T) {
 			e.handledOnce("k1")
 			e.tr.read(func() { require.Equal(t, 2, e.tr.calls["k1"], "A retried after losing its lease") })
 		}},
+		{"attempt", "a handler that ignores its cancelled context", func(t *testing.T, e *env) {
+			started, stuck := make(chan struct{}), make(chan struct{})
+			h := e.start(func(h *hub.Hub) {
+				require.NoError(t, hub.Handle(h, e.topic, e.handler(func(context.Context, string, int) error {
+					close(started)
+					<-stuck // ignores ctx
+					return nil
+				})))
+			})
+			e.publish(h, "k1")
+			<-started
+			require.NoError(t, closeWithin(h, bound), "Close waits for a stuck handler only the grace")
+			close(stuck)
+			e.handledOnce("k1")
+		}},
+		{"dead-letter publish", "none: the key is released, so a corrected resend is handled", func(t *testing.T, e *env) {
+			h := e.start(func(h *hub.Hub) {
+				require.NoError(t, hub.Handle(h, e.topic, e.handler(func(_ context.Context, _ string, call int) error {
+					if call == 1 {
+						return retry.Permanent(errInjected)
+					}
+					return nil
+				})))
+			}, func(c *hub.Config) { c.Lease = time.Hour }) // a key left claimed would wait an hour
+			e.publish(h, "k1")
+			e.deadLettered("k1", hub.ReasonPermanent)
+			e.publish(h, "k1")
+			e.handledOnce("k1")
+		}},
 	}
 	for _, r := range rows {
 		t.Run(r.step+"/"+r.fault, func(t *testing.T) {

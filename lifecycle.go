@@ -139,10 +139,11 @@ func (h *Hub) beginStop() bool {
 	return true
 }
 
-// stopping reports whether shutdown has begun. The work context ends only
-// after it, but a handler's failure is checked against both, so no order
-// of cancellation can make the hub's own shutdown look like a handler error.
-func (h *Hub) stopping() bool { return h.drainCtx.Err() != nil || h.workCtx.Err() != nil }
+// stopping reports whether shutdown has begun. beginStop ends drainCtx
+// before anything cancels workCtx (Close, Shutdown's deadline), so a
+// handler's error after the hub cancelled its context is always seen as
+// shutdown, never as a failure to dead-letter.
+func (h *Hub) stopping() bool { return h.drainCtx.Err() != nil }
 
 // Shutdown stops consuming and waits for in-flight handlers to finish. An
 // in-process retry wait is cut short and its message nacked, never acked.
