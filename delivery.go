@@ -67,7 +67,6 @@ type delivery struct {
 
 type deliveryCtxKey struct{}
 
-
 // handle runs one delivery through the hub's fixed steps and reports
 // whether to ack it. Every outcome but OutcomeRetry acks: the message was
 // handled, is a duplicate, was scheduled again, or was dead-lettered.
