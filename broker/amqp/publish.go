@@ -68,7 +68,10 @@ func (p *publisher) channel(ctx context.Context) (*amqp091.Channel, *amqp091.Con
 			s.ch, s.conn = ch, c
 			return ch, c, nil
 		}
-		if ctx.Err() != nil || !errors.Is(err, amqp091.ErrClosed) {
+		if ctx.Err() != nil {
+			return nil, nil, err // await's error names what was awaited
+		}
+		if !errors.Is(err, amqp091.ErrClosed) && !c.IsClosed() {
 			return nil, nil, fmt.Errorf("amqp: open publisher channel: %w", err)
 		}
 		// The connection went down under us: wait for the next one.
