@@ -160,7 +160,7 @@ func (t *topic) takeRedelivery() bool {
 // anything is queued, with an error wrapping [broker.ErrMessageTooLarge].
 // After Close it returns [broker.ErrClosed].
 func (b *Broker) Publish(topic string, msgs ...*message.Message) error {
-	return b.publish(nil, topic, msgs)
+	return b.publish(context.Background(), true, topic, msgs)
 }
 
 // PublishContext is [Broker.Publish] waiting for room in a full queue at
@@ -171,7 +171,7 @@ func (b *Broker) PublishContext(ctx context.Context, topic string, msgs ...*mess
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("memory: publish to topic %q: %w", topic, err)
 	}
-	return b.publish(ctx, topic, msgs)
+	return b.publish(ctx, false, topic, msgs)
 }
 
 // MaxMessageSize returns [Config.MaxMessageSize]: 0 when messages of any
@@ -194,9 +194,9 @@ func (b *Broker) checkSize(topic string, msgs []*message.Message) error {
 	return nil
 }
 
-// publish is Publish when ctx is nil (each message's context bounds its
-// wait), PublishContext otherwise.
-func (b *Broker) publish(ctx context.Context, topic string, msgs []*message.Message) error {
+// publish is Publish when perMessage is set (each message's context bounds
+// its wait for room), PublishContext otherwise (ctx does).
+func (b *Broker) publish(ctx context.Context, perMessage bool, topic string, msgs []*message.Message) error {
 	if b.closed.Load() {
 		return fmt.Errorf("memory: publish to topic %q: %w", topic, broker.ErrClosed)
 	}
@@ -207,7 +207,7 @@ func (b *Broker) publish(ctx context.Context, topic string, msgs []*message.Mess
 	groups := *t.groups.Load()
 	for _, m := range msgs {
 		wait := ctx
-		if wait == nil {
+		if perMessage {
 			wait = m.Context()
 		}
 		for _, g := range groups {
