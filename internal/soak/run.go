@@ -170,6 +170,13 @@ func (s *soak) scan() {
 
 func (s *soak) key(i int) string { return "k" + strconv.Itoa(i) }
 
+// dup reports whether key i is published twice. Poison keys never are: a
+// second message with the key of a dead-lettered one is handled (and
+// dead-lettered) again, which would blur the letter count.
+func (s *soak) dup(i int) bool {
+	return s.o.dupEvery > 0 && i%s.o.dupEvery == s.o.dupEvery/2 && !s.job(i).Poison
+}
+
 func (s *soak) job(i int) Job {
 	return Job{N: i, Poison: s.o.poisonEvery > 0 && i%s.o.poisonEvery == 0,
 		Transient: s.o.transientEvery > 0 && i%s.o.transientEvery == 1}
@@ -282,7 +289,7 @@ func run(o options, w io.Writer) (result, error) {
 			defer pwg.Done()
 			for i := range keys {
 				copies := 1
-				if o.dupEvery > 0 && i%o.dupEvery == 0 {
+				if s.dup(i) {
 					copies = 2
 				}
 				for range copies {
@@ -322,7 +329,7 @@ func run(o options, w io.Writer) (result, error) {
 		if s.job(i).Poison {
 			poison++
 		}
-		if o.dupEvery > 0 && i%o.dupEvery == 0 {
+		if s.dup(i) {
 			dups++
 		}
 	}
@@ -409,12 +416,22 @@ finished:
 			res.handledOnce++
 		default:
 			res.handledTwice++
-			if o.dupEvery > 0 && i%o.dupEvery == 0 {
+			if s.dup(i) {
 				dupTwice++
 			}
 		}
 	}
 	res.wrongLetters += s.badDLQ
+	var odd []string
+	for i := 1; i <= o.n && len(odd) < 20; i++ {
+		k := s.key(i)
+		if n, l := s.handled[k], len(s.letters[k]); (s.job(i).Poison && l != 1) || (!s.job(i).Poison && n != 1) {
+			odd = append(odd, fmt.Sprintf("%s(handled %d, letters %d)", k, n, l))
+		}
+	}
+	if len(odd) > 0 {
+		fmt.Fprintln(w, "keys off the contract (first 20):", strings.Join(odd, " "))
+	}
 	res.duplicatesAcked = dups - dupTwice
 	printTable(w, o, res)
 	return res, nil
