@@ -106,7 +106,7 @@ type soak struct {
 	handled map[string]int
 	offsets map[string]int64
 	letters map[string]map[time.Time]bool // key -> FailedAt of each distinct letter
-	badDLQ  int            // letters that are not poison
+	badDLQ  int                           // letters that are not poison
 }
 
 func (s *soak) startWorker() (*proc, error) {
