@@ -33,6 +33,7 @@ type options struct {
 	script         string
 	stall          time.Duration
 	publishers     int
+	url            string
 }
 
 func main() {
@@ -51,6 +52,7 @@ func main() {
 	flag.StringVar(&o.script, "node-script", "scripts/rabbitmq-tls-node.sh", "script that starts, restarts and stops the private RabbitMQ node")
 	flag.DurationVar(&o.stall, "stall", 3*time.Minute, "give up when no key makes progress for this long")
 	flag.IntVar(&o.publishers, "publishers", 8, "concurrent publishers")
+	flag.StringVar(&o.url, "amqp-url", "", "use this RabbitMQ instead of a private node (then -restart-at must be 0: a shared node is never restarted)")
 	flag.Parse()
 	r, err := run(o, os.Stdout)
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	amqp091 "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/harvesthub/hub"
@@ -209,12 +210,21 @@ func run(o options, w io.Writer) (result, error) {
 	s := &soak{o: o, id: id, topic: "soak." + id, prefix: "soak:" + id + ":", dir: dir, log: w,
 		handled: map[string]int{}, offsets: map[string]int64{}, letters: map[string]map[time.Time]bool{}}
 
-	fmt.Fprintf(w, "soak %s: %d messages, %d workers, private RabbitMQ node starting\n", id, o.n, o.workers)
-	s.node, err = startNode(o.script, id)
-	if err != nil {
-		return res, err
+	if o.url != "" {
+		if o.restartAt > 0 {
+			return res, fmt.Errorf("-amqp-url %s with -restart-at %v: the soak restarts only a node of its own; set -restart-at 0", o.url, o.restartAt)
+		}
+		fmt.Fprintf(w, "soak %s: %d messages, %d workers, RabbitMQ at %s\n", id, o.n, o.workers, o.url)
+		s.node = &node{url: o.url}
+		defer deleteTopology(o.url, s.topic)
+	} else {
+		fmt.Fprintf(w, "soak %s: %d messages, %d workers, private RabbitMQ node starting\n", id, o.n, o.workers)
+		s.node, err = startNode(o.script, id)
+		if err != nil {
+			return res, err
+		}
+		defer s.node.remove()
 	}
-	defer s.node.remove()
 	rc := redis.NewClient(&redis.Options{Addr: o.redis})
 	defer rc.Close()
 	defer cleanRedis(rc, s.prefix)
@@ -458,6 +468,25 @@ func (s *soak) stopWorkers() {
 			_ = p.cmd.Process.Kill()
 			<-p.done
 		}
+	}
+}
+
+// deleteTopology removes the soak's exchanges and queues from a shared
+// server: the topic's (its handler's default group) and its DLQ's.
+func deleteTopology(url, topic string) {
+	c, err := amqp091.Dial(url)
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	for _, name := range []string{topic, topic + ".dlq"} {
+		ch, err := c.Channel()
+		if err != nil {
+			return
+		}
+		_, _ = ch.QueueDelete(name, false, false, false)
+		_ = ch.ExchangeDelete(name, false, false)
+		_ = ch.Close()
 	}
 }
 
