@@ -17,7 +17,7 @@ import (
 //     error: RabbitMQ closes the connection, and with it every consumer on
 //     it, and a publisher that resends after reconnecting closes it again.
 //   - A header name, the message ID and the content type are AMQP short
-//     strings, at most 255 bytes; a longer one would corrupt the frame.
+//     strings, at most 255 bytes.
 //   - The body must not exceed the server's max_message_size, which AMQP
 //     does not tell clients: [Config.MaxMessageSize] says what it is.
 //     RabbitMQ closes the publishing channel on a larger body.
