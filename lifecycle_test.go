@@ -143,7 +143,7 @@ func TestKeysScopedUnambiguously(t *testing.T) {
 // Defect 9: Publish honours its context when a bounded queue is full, and a
 // dead letter to a full DLQ neither blocks the hub nor its Shutdown.
 func TestPublishHonoursContextOnAFullQueue(t *testing.T) {
-	mem, err := memory.New(memory.Config{QueueSize: 1})
+	mem, err := memory.New(memory.Config{QueueSize: 1, BacklogSize: 1}) // a topic without a group is unbounded unless BacklogSize is set
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = mem.Close() })
 	store, err := idempotency.NewMemoryStore(idempotency.MemoryConfig{})

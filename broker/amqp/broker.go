@@ -23,6 +23,7 @@ type Broker struct {
 	closing   chan struct{}
 	closeOnce sync.Once
 	wg        sync.WaitGroup // conn.run and every subscription
+	calls     calls          // AMQP calls awaited with a context
 
 	mu       sync.Mutex
 	declared map[string]uint64 // topology key -> connection generation
@@ -103,6 +104,7 @@ func (b *Broker) Close() error {
 	b.closeOnce.Do(func() {
 		close(b.closing)
 		b.wg.Wait()
+		b.calls.close()
 	})
 	return nil
 }
@@ -172,6 +174,15 @@ func (b *Broker) declare(ctx context.Context, topic string, groups []string, for
 	if len(todo) == 0 {
 		return nil
 	}
+	_, err = b.calls.await(ctx, "declare "+topic, func() (*amqp091.Channel, error) {
+		return nil, b.declareOn(c, gen, topic, todo)
+	})
+	return err
+}
+
+// declareOn declares the exchange of topic and the queues of groups on a
+// channel of c, a connection of generation gen.
+func (b *Broker) declareOn(c *amqp091.Connection, gen uint64, topic string, todo []string) error {
 	ch, err := c.Channel()
 	if err != nil {
 		return fmt.Errorf("amqp: declare %s: %w", topic, err)

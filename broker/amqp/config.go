@@ -20,6 +20,9 @@ const (
 	ReconnectMaxDefault      = 5 * time.Second
 	PublishTimeoutDefault    = 30 * time.Second
 	DialTimeoutDefault       = 10 * time.Second
+	// MaxMessageSizeDefault is RabbitMQ 4's default max_message_size
+	// (16 MiB; RabbitMQ 3.8 to 3.13 default to 128 MiB).
+	MaxMessageSizeDefault = 16 << 20
 )
 
 // Queue types of [Config.QueueType].
@@ -77,6 +80,11 @@ type Config struct {
 	// DialTimeout bounds one TCP (and TLS) connection attempt. Defaults to
 	// 10s.
 	DialTimeout time.Duration
+	// MaxMessageSize is the server's max_message_size, which AMQP does not
+	// tell clients: a publish with a larger payload is refused before it
+	// is sent, with an error wrapping broker.ErrMessageTooLarge, instead of
+	// costing its channel. Defaults to [MaxMessageSizeDefault].
+	MaxMessageSize int
 	// Logger receives connection losses and reconnections. Defaults to
 	// slog.Default().
 	Logger *slog.Logger
@@ -93,6 +101,7 @@ func (c Config) withDefaults() (Config, error) {
 	c.ReconnectMax = cmp.Or(c.ReconnectMax, ReconnectMaxDefault)
 	c.PublishTimeout = cmp.Or(c.PublishTimeout, PublishTimeoutDefault)
 	c.DialTimeout = cmp.Or(c.DialTimeout, DialTimeoutDefault)
+	c.MaxMessageSize = cmp.Or(c.MaxMessageSize, MaxMessageSizeDefault)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -115,6 +124,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("amqp: Config.Prefetch %d: must be positive", c.Prefetch)
 	case c.ReconnectMin < 0 || c.ReconnectMax < c.ReconnectMin:
 		return c, fmt.Errorf("amqp: Config.ReconnectMin %v and ReconnectMax %v: need 0 < min <= max", c.ReconnectMin, c.ReconnectMax)
+	case c.MaxMessageSize < 0:
+		return c, fmt.Errorf("amqp: Config.MaxMessageSize %d: must be positive (0 for the default %d)", c.MaxMessageSize, MaxMessageSizeDefault)
 	case c.PublishTimeout < 0 || c.DialTimeout < 0:
 		return c, errors.New("amqp: Config.PublishTimeout and DialTimeout must be positive")
 	}

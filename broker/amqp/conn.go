@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -20,6 +21,9 @@ type conn struct {
 	cfg     Config
 	log     *slog.Logger
 	closing <-chan struct{}
+
+	// frameMax is the frame_max negotiated with the server, bytes.
+	frameMax atomic.Int64
 
 	mu    sync.Mutex
 	c     *amqp091.Connection
@@ -58,7 +62,9 @@ func newConn(cfg Config, closing <-chan struct{}) (*conn, error) {
 	}
 	ready := make(chan struct{})
 	close(ready)
-	return &conn{cfg: cfg, log: cfg.Logger, closing: closing, c: c, gen: 1, ready: ready, down: make(chan struct{})}, nil
+	cn := &conn{cfg: cfg, log: cfg.Logger, closing: closing, c: c, gen: 1, ready: ready, down: make(chan struct{})}
+	cn.frameMax.Store(int64(c.Config.FrameSize))
+	return cn, nil
 }
 
 // get returns the current connection and its generation, waiting for a
@@ -89,6 +95,10 @@ func (c *conn) get(ctx context.Context) (*amqp091.Connection, uint64, error) {
 	}
 }
 
+// closeTimeout bounds the wait for RabbitMQ's close-ok when the broker
+// closes its connection.
+const closeTimeout = 5 * time.Second
+
 // run watches the connection and reconnects with backoff until closing.
 // It closes the last connection on return.
 func (c *conn) run() {
@@ -97,7 +107,9 @@ func (c *conn) run() {
 		cur := c.c
 		c.mu.Unlock()
 		if cur != nil && !cur.IsClosed() {
-			_ = cur.Close()
+			// Bounded: a server that stopped answering must not hold
+			// Close until the heartbeat gives up on it.
+			_ = cur.CloseDeadline(time.Now().Add(min(c.cfg.DialTimeout, closeTimeout)))
 		}
 	}()
 	for {
@@ -130,6 +142,7 @@ func (c *conn) run() {
 			}
 			next, err := dial(c.cfg)
 			if err == nil {
+				c.frameMax.Store(int64(next.Config.FrameSize))
 				c.mu.Lock()
 				c.c = next
 				c.gen++

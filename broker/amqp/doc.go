@@ -25,7 +25,22 @@
 // confirmed; a message whose channel dies before its confirm (a lost
 // connection) is sent again once reconnected, within Config.PublishTimeout,
 // so a publish either succeeds (possibly delivering a duplicate) or returns
-// an error, never loses a message silently.
+// an error, never loses a message silently. [Broker.PublishContext] (a
+// [broker.ContextPublisher]) waits for a connection, a channel and the
+// confirms at most until its context ends; Close returns even when the
+// server stopped answering.
+//
+// # Size limits
+//
+// RabbitMQ closes the connection, and every consumer on it, when a
+// message's headers do not fit in one frame of the negotiated frame_max
+// (131072 bytes by default), and closes the channel on a body over its
+// max_message_size. Publish checks both before sending (the header frame
+// computed byte for byte, Config.MaxMessageSize standing for the server's
+// max_message_size) and refuses such a message with an error wrapping
+// [broker.ErrMessageTooLarge]; nothing of that call is sent. Metadata keys,
+// the UUID and the content type must be at most 255 bytes (AMQP short
+// strings). [Broker.MaxMessageSize] makes the broker a [broker.SizeLimiter].
 //
 // # Delayed retries
 //
@@ -40,7 +55,10 @@
 // Deliveries are handed out concurrently up to the prefetch (basic.qos);
 // Ack and Nack become basic.ack and basic.nack with requeue. Redelivered
 // messages carry the hub-delivery-count metadata. After a lost connection
-// the broker reconnects with backoff and subscriptions consume again.
+// the broker reconnects with backoff and subscriptions consume again. A
+// subscription that cannot start (access refused, RabbitMQ unreachable for
+// Config.PublishTimeout) fails SubscribeGroup with the server's error; a
+// group queue deleted behind the broker's back is declared again.
 //
 // # Messages on the wire
 //

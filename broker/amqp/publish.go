@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -23,21 +22,30 @@ type publisher struct {
 }
 
 type pubSlot struct {
-	mu   sync.Mutex
+	lock chan struct{} // cap 1: held while the slot's channel is used or opened
 	ch   *amqp091.Channel
 	conn *amqp091.Connection
 }
 
 func newPublisher(b *Broker) *publisher {
-	return &publisher{b: b, slots: make([]pubSlot, b.cfg.PublisherChannels)}
+	p := &publisher{b: b, slots: make([]pubSlot, b.cfg.PublisherChannels)}
+	for i := range p.slots {
+		p.slots[i].lock = make(chan struct{}, 1)
+	}
+	return p
 }
 
 // channel returns an open channel of the pool, opening it (after a
-// reconnection if need be) when the previous one was closed.
+// reconnection if need be) when the previous one was closed. It waits for
+// the slot, the connection and RabbitMQ's replies at most until ctx ends.
 func (p *publisher) channel(ctx context.Context) (*amqp091.Channel, *amqp091.Connection, error) {
 	s := &p.slots[p.next.Add(1)%uint64(len(p.slots))]
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	select {
+	case s.lock <- struct{}{}:
+	case <-ctx.Done():
+		return nil, nil, fmt.Errorf("amqp: waiting for a publisher channel: %w", ctx.Err())
+	}
+	defer func() { <-s.lock }()
 	if s.ch != nil && !s.ch.IsClosed() {
 		return s.ch, s.conn, nil
 	}
@@ -46,17 +54,24 @@ func (p *publisher) channel(ctx context.Context) (*amqp091.Channel, *amqp091.Con
 		if err != nil {
 			return nil, nil, err
 		}
-		ch, err := c.Channel()
-		if err == nil && !p.b.cfg.NoConfirms {
-			if err = ch.Confirm(false); err != nil {
-				_ = ch.Close()
+		ch, err := p.b.calls.await(ctx, "open publisher channel", func() (*amqp091.Channel, error) {
+			ch, err := c.Channel()
+			if err == nil && !p.b.cfg.NoConfirms {
+				if err = ch.Confirm(false); err != nil {
+					_ = ch.Close()
+					return nil, err
+				}
 			}
-		}
+			return ch, err
+		})
 		if err == nil {
 			s.ch, s.conn = ch, c
 			return ch, c, nil
 		}
-		if !errors.Is(err, amqp091.ErrClosed) {
+		if ctx.Err() != nil {
+			return nil, nil, err // await's error names what was awaited
+		}
+		if !errors.Is(err, amqp091.ErrClosed) && !c.IsClosed() {
 			return nil, nil, fmt.Errorf("amqp: open publisher channel: %w", err)
 		}
 		// The connection went down under us: wait for the next one.
@@ -67,7 +82,21 @@ func (p *publisher) channel(ctx context.Context) (*amqp091.Channel, *amqp091.Con
 // one is confirmed. Messages whose channel closes before their confirm
 // arrives (a lost connection) are sent again on a new channel until ctx is
 // done: a message may then be delivered twice, never lost silently.
+//
+// Every message is checked against RabbitMQ's size limits first (see
+// checkSize): one too large fails the call with an error wrapping
+// broker.ErrMessageTooLarge and nothing is sent, so an oversize message
+// never costs the connection or its consumers.
 func (p *publisher) publish(ctx context.Context, exchange, key string, msgs []*message.Message) error {
+	wire := make(map[*message.Message]amqp091.Publishing, len(msgs))
+	frameMax := int(p.b.conn.frameMax.Load())
+	for _, m := range msgs {
+		pub := p.b.marshal(m)
+		if err := checkSize(m, &pub, frameMax, p.b.cfg.MaxMessageSize); err != nil {
+			return fmt.Errorf("amqp: publish to %q: %w", exchange, err)
+		}
+		wire[m] = pub
+	}
 	pending := msgs
 	for len(pending) > 0 {
 		ch, conn, err := p.channel(ctx)
@@ -78,7 +107,7 @@ func (p *publisher) publish(ctx context.Context, exchange, key string, msgs []*m
 		dcs := make([]*amqp091.DeferredConfirmation, 0, len(pending))
 		sent := pending
 		for i, m := range pending {
-			dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, false, false, p.b.marshal(m))
+			dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, false, false, wire[m])
 			if err != nil {
 				if errors.Is(err, amqp091.ErrClosed) && ctx.Err() == nil {
 					retry = append(retry, pending[i:]...)

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -70,7 +71,7 @@ func (b *Broker) SubscribeGroup(ctx context.Context, topic string, g broker.Grou
 	if s.prefetch == 0 {
 		s.prefetch = b.cfg.Prefetch
 	}
-	ch, deliveries, err := s.open()
+	ch, deliveries, err := s.start()
 	if err != nil {
 		return nil, err
 	}
@@ -92,12 +93,30 @@ type subscription struct {
 	inflight            sync.WaitGroup
 }
 
+// start opens the first consumer for SubscribeGroup, waiting for a
+// connection at most Config.PublishTimeout, so that a subscription that
+// cannot start fails promptly (RabbitMQ unreachable, access refused)
+// instead of blocking its caller. A queue deleted since this broker
+// declared it is declared again once.
+func (s *subscription) start() (*amqp091.Channel, <-chan amqp091.Delivery, error) {
+	ctx, cancel := context.WithTimeout(s.ctx, s.b.cfg.PublishTimeout)
+	defer cancel()
+	ch, deliveries, err := s.open(ctx)
+	if isNotFound(err) {
+		ch, deliveries, err = s.open(ctx)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("amqp: subscribe to topic %q group %q: %w", s.topic, broker.GroupName(s.topic, s.group), err)
+	}
+	return ch, deliveries, nil
+}
+
 // open declares the group's queue and starts consuming it on a new channel.
-func (s *subscription) open() (*amqp091.Channel, <-chan amqp091.Delivery, error) {
-	if err := s.b.declare(s.ctx, s.topic, []string{s.group}, false); err != nil {
+func (s *subscription) open(ctx context.Context) (*amqp091.Channel, <-chan amqp091.Delivery, error) {
+	if err := s.b.declare(ctx, s.topic, []string{s.group}, false); err != nil {
 		return nil, nil, err
 	}
-	c, _, err := s.b.conn.get(s.ctx)
+	c, _, err := s.b.conn.get(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -124,6 +143,11 @@ func (s *subscription) open() (*amqp091.Channel, <-chan amqp091.Delivery, error)
 func isNotFound(err error) bool {
 	var ae *amqp091.Error
 	return errors.As(err, &ae) && ae.Code == amqp091.NotFound
+}
+
+func isAccessRefused(err error) bool {
+	var ae *amqp091.Error
+	return errors.As(err, &ae) && ae.Code == amqp091.AccessRefused
 }
 
 func (b *Broker) forget(queue string) {
@@ -191,14 +215,18 @@ func (s *subscription) reopen() (*amqp091.Channel, <-chan amqp091.Delivery, erro
 	bo.MaxInterval = s.b.cfg.ReconnectMax
 	bo.MaxElapsedTime = 0
 	for {
-		ch, deliveries, err := s.open()
+		ch, deliveries, err := s.open(s.ctx)
 		if err == nil {
 			return ch, deliveries, nil
 		}
 		if s.ctx.Err() != nil || s.b.isClosed() {
 			return nil, nil, err
 		}
-		s.b.cfg.Logger.Debug("amqp: subscribe again failed", "queue", s.queue, "error", err)
+		level := slog.LevelDebug
+		if isAccessRefused(err) {
+			level = slog.LevelError // no retry heals this without an operator
+		}
+		s.b.cfg.Logger.Log(s.ctx, level, "amqp: subscribe again failed, retrying", "queue", s.queue, "error", err)
 		t := time.NewTimer(bo.NextBackOff())
 		select {
 		case <-t.C:

@@ -12,9 +12,11 @@ import (
 )
 
 var (
-	_ broker.Broker   = (*Broker)(nil)
-	_ broker.Delayer  = (*Broker)(nil)
-	_ broker.Declarer = (*Broker)(nil)
+	_ broker.Broker           = (*Broker)(nil)
+	_ broker.Delayer          = (*Broker)(nil)
+	_ broker.Declarer         = (*Broker)(nil)
+	_ broker.ContextPublisher = (*Broker)(nil)
+	_ broker.SizeLimiter      = (*Broker)(nil)
 )
 
 // Broker is the in-process broker. Create it with [New]; every method may be
@@ -148,21 +150,68 @@ func (t *topic) takeRedelivery() bool {
 // Publish puts a copy of each message in the queue of every consumer group
 // of topic, or in the topic's implicit backlog when it has no group yet.
 //
-// When a queue is full, Publish waits for room until the broker is closed
-// or the message's context is done (policy [Block]), or returns
-// [ErrQueueFull] ([Reject]). Messages are handled in order and Publish stops
-// at the first error; groups and messages before it have their copies.
+// When a group's queue is full, Publish waits for room until the broker is
+// closed or the message's context is done (policy [Block]), or returns
+// [ErrQueueFull] ([Reject]); [Broker.PublishContext] waits at most until its
+// context ends. The implicit backlog is unbounded unless
+// [Config.BacklogSize] is set. Messages are handled in order and Publish
+// stops at the first error; groups and messages before it have their
+// copies. A message over [Config.MaxMessageSize] fails the whole call before
+// anything is queued, with an error wrapping [broker.ErrMessageTooLarge].
 // After Close it returns [broker.ErrClosed].
 func (b *Broker) Publish(topic string, msgs ...*message.Message) error {
+	return b.publish(context.Background(), true, topic, msgs)
+}
+
+// PublishContext is [Broker.Publish] waiting for room in a full queue at
+// most until ctx ends, then returning an error wrapping ctx.Err(). The
+// messages' own contexts are not consulted. Messages and groups before the
+// one that failed have their copies.
+func (b *Broker) PublishContext(ctx context.Context, topic string, msgs ...*message.Message) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("memory: publish to topic %q: %w", topic, err)
+	}
+	return b.publish(ctx, false, topic, msgs)
+}
+
+// MaxMessageSize returns [Config.MaxMessageSize]: 0 when messages of any
+// size are accepted.
+func (b *Broker) MaxMessageSize() int { return b.cfg.MaxMessageSize }
+
+// checkSize returns an error wrapping broker.ErrMessageTooLarge for the
+// first message of msgs over Config.MaxMessageSize.
+func (b *Broker) checkSize(topic string, msgs []*message.Message) error {
+	limit := b.cfg.MaxMessageSize
+	if limit == 0 {
+		return nil
+	}
+	for _, m := range msgs {
+		if n := broker.MessageSize(m); n > limit {
+			return fmt.Errorf("memory: publish message %s to topic %q: %d bytes with its metadata, the limit is %d: %w",
+				m.UUID, topic, n, limit, broker.ErrMessageTooLarge)
+		}
+	}
+	return nil
+}
+
+// publish is Publish when perMessage is set (each message's context bounds
+// its wait for room), PublishContext otherwise (ctx does).
+func (b *Broker) publish(ctx context.Context, perMessage bool, topic string, msgs []*message.Message) error {
 	if b.closed.Load() {
 		return fmt.Errorf("memory: publish to topic %q: %w", topic, broker.ErrClosed)
+	}
+	if err := b.checkSize(topic, msgs); err != nil {
+		return err
 	}
 	t := b.topic(topic)
 	groups := *t.groups.Load()
 	for _, m := range msgs {
-		ctx := m.Context()
+		wait := ctx
+		if perMessage {
+			wait = m.Context()
+		}
 		for _, g := range groups {
-			if err := g.push(ctx, m.Copy()); err != nil {
+			if err := g.push(wait, m.Copy()); err != nil {
 				return err
 			}
 		}

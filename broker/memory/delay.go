@@ -70,10 +70,14 @@ func (d *delayState) drop() {
 // At most [Config.MaxDelayed] messages wait at once: beyond that it returns
 // [ErrQueueFull] and schedules none of msgs. A due message enters its queue
 // even when the queue is full. Delayed messages not yet due when the broker
-// is closed are dropped.
+// is closed are dropped. A message over [Config.MaxMessageSize] fails the
+// call, as in Publish.
 func (b *Broker) PublishDelayed(ctx context.Context, topic, group string, delay time.Duration, msgs ...*message.Message) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("memory: publish delayed to topic %q: %w", topic, err)
+	}
+	if err := b.checkSize(topic, msgs); err != nil {
+		return err
 	}
 	d := &b.delay
 	due := time.Now().Add(delay)

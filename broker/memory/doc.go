@@ -36,9 +36,18 @@
 //
 // # Bounds
 //
-// Each queue (and each implicit backlog) holds at most [Config.QueueSize]
-// published messages. When it is full, Publish waits for room ([Block], the
-// default) or fails with [ErrQueueFull] ([Reject]). Messages that come back
+// Each group's queue holds at most [Config.QueueSize] published messages.
+// When it is full, Publish waits for room ([Block], the default) or fails
+// with [ErrQueueFull] ([Reject]); [Broker.PublishContext] waits at most until
+// its context ends. A topic's implicit backlog (a topic nobody declared a
+// group for, such as a dead-letter topic or a Pipe output nobody consumes
+// yet) is unbounded unless [Config.BacklogSize] is set, so publishing to such
+// a topic never blocks: the hub's dead letters and outputs cannot wedge a
+// queue behind them.
+//
+// [Config.MaxMessageSize] (0: none) refuses larger messages with an error
+// wrapping [broker.ErrMessageTooLarge], as SQS and RabbitMQ refuse theirs,
+// so that tests can drive the hub into a broker size limit. Messages that come back
 // to a queue (a nack, a cancelled subscription, a delayed message falling
 // due) always get in, so a queue can briefly hold more than QueueSize;
 // delayed messages are bounded on their own by [Config.MaxDelayed].

@@ -50,12 +50,23 @@ func signal(c chan struct{}) {
 	}
 }
 
+// full reports whether the queue has no room for one more published
+// message; g.mu must be held. An implicit backlog is bounded by
+// Config.BacklogSize (0: never full), a group's queue by Config.QueueSize.
+func (g *group) full() bool {
+	cfg := &g.t.b.cfg
+	if g.implicit {
+		return cfg.BacklogSize > 0 && g.q.len() >= cfg.BacklogSize
+	}
+	return g.q.len() >= cfg.QueueSize
+}
+
 // push queues m at the back, waiting for room under the Block policy until
 // ctx is done or the broker is closed.
 func (g *group) push(ctx context.Context, m *message.Message) error {
 	b := g.t.b
 	g.mu.Lock()
-	for g.q.len() >= b.cfg.QueueSize {
+	for g.full() {
 		if b.cfg.Full == Reject {
 			name := g.displayName()
 			g.mu.Unlock()
@@ -76,7 +87,7 @@ func (g *group) push(ctx context.Context, m *message.Message) error {
 		g.blocked--
 		if err != nil {
 			// Pass on a wake-up this publisher may have swallowed.
-			more := g.blocked > 0 && g.q.len() < b.cfg.QueueSize
+			more := g.blocked > 0 && !g.full()
 			g.mu.Unlock()
 			if more {
 				signal(g.space)
@@ -87,7 +98,7 @@ func (g *group) push(ctx context.Context, m *message.Message) error {
 	}
 	g.q.pushBack(m)
 	wake := g.idle > 0
-	more := g.blocked > 0 && g.q.len() < b.cfg.QueueSize
+	more := g.blocked > 0 && !g.full()
 	g.mu.Unlock()
 	if wake {
 		signal(g.ready)

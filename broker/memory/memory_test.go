@@ -275,7 +275,7 @@ func TestFullQueue(t *testing.T) {
 
 	t.Run("block ends with Close", func(t *testing.T) {
 		t.Parallel()
-		b := newBroker(t, memory.Config{QueueSize: 1})
+		b := newBroker(t, memory.Config{BacklogSize: 1})
 		topic := topicName(t)
 		require.NoError(t, b.Publish(topic, newMsg("1")))
 		done := make(chan error, 1)
@@ -287,7 +287,7 @@ func TestFullQueue(t *testing.T) {
 
 	t.Run("block ends with the message context", func(t *testing.T) {
 		t.Parallel()
-		b := newBroker(t, memory.Config{QueueSize: 1})
+		b := newBroker(t, memory.Config{BacklogSize: 1})
 		topic := topicName(t)
 		require.NoError(t, b.Publish(topic, newMsg("1")))
 		ctx, cancel := context.WithCancel(t.Context())
@@ -311,7 +311,7 @@ func TestFullQueue(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			b := newBroker(t, memory.Config{QueueSize: 2, Full: memory.Reject})
+			b := newBroker(t, memory.Config{QueueSize: 2, BacklogSize: 2, Full: memory.Reject})
 			topic := topicName(t)
 			if tt.declare {
 				require.NoError(t, b.Declare(t.Context(), topic, tt.group))
@@ -604,6 +604,8 @@ func TestBadConfig(t *testing.T) {
 		{name: "negative queue size", cfg: memory.Config{QueueSize: -1}, want: "Config.QueueSize"},
 		{name: "negative max delayed", cfg: memory.Config{MaxDelayed: -5}, want: "Config.MaxDelayed"},
 		{name: "unknown full policy", cfg: memory.Config{Full: memory.FullPolicy(7)}, want: "Config.Full"},
+		{name: "negative backlog size", cfg: memory.Config{BacklogSize: -1}, want: "Config.BacklogSize"},
+		{name: "negative max message size", cfg: memory.Config{MaxMessageSize: -1}, want: "Config.MaxMessageSize"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -19,6 +19,7 @@ import (
 	snstypes "github.com/aws/aws-sdk-go-v2/service/sns/types"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/aws/smithy-go/middleware"
 
 	"github.com/harvesthub/hub/broker"
 )
@@ -44,9 +45,11 @@ type Broker struct {
 }
 
 var (
-	_ broker.Broker   = (*Broker)(nil)
-	_ broker.Delayer  = (*Broker)(nil)
-	_ broker.Declarer = (*Broker)(nil)
+	_ broker.Broker           = (*Broker)(nil)
+	_ broker.Delayer          = (*Broker)(nil)
+	_ broker.Declarer         = (*Broker)(nil)
+	_ broker.ContextPublisher = (*Broker)(nil)
+	_ broker.SizeLimiter      = (*Broker)(nil)
 )
 
 // New returns a Broker for cfg after checking that the endpoint answers
@@ -86,11 +89,18 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 	if cfg.Endpoint != "" {
 		endpoint = aws.String(cfg.Endpoint)
 	}
+	bounded := requestTimeout(cfg.RequestTimeout, cfg.WaitTime)
 	bctx, cancel := context.WithCancel(context.Background())
 	b := &Broker{
-		cfg:       cfg,
-		sqs:       sqs.NewFromConfig(awsCfg, func(o *sqs.Options) { o.BaseEndpoint, o.HTTPClient = endpoint, httpClient }),
-		sns:       sns.NewFromConfig(awsCfg, func(o *sns.Options) { o.BaseEndpoint, o.HTTPClient = endpoint, httpClient }),
+		cfg: cfg,
+		sqs: sqs.NewFromConfig(awsCfg, func(o *sqs.Options) {
+			o.BaseEndpoint, o.HTTPClient = endpoint, httpClient
+			o.APIOptions = append(o.APIOptions, bounded)
+		}),
+		sns: sns.NewFromConfig(awsCfg, func(o *sns.Options) {
+			o.BaseEndpoint, o.HTTPClient = endpoint, httpClient
+			o.APIOptions = append(o.APIOptions, bounded)
+		}),
 		ctx:       bctx,
 		cancel:    cancel,
 		transport: transport,
@@ -105,6 +115,27 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 	}
 	return b, nil
 }
+
+// requestTimeout is an SDK option bounding each call, retries included, by
+// d; ReceiveMessage gets its long-polling wait on top.
+func requestTimeout(d, wait time.Duration) func(*middleware.Stack) error {
+	mw := middleware.InitializeMiddlewareFunc("hubRequestTimeout", func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
+		limit := d
+		if middleware.GetOperationName(ctx) == "ReceiveMessage" {
+			limit += wait
+		}
+		ctx, cancel := context.WithTimeout(ctx, limit)
+		defer cancel()
+		return next.HandleInitialize(ctx, in)
+	})
+	return func(s *middleware.Stack) error { return s.Initialize.Add(mw, middleware.Before) }
+}
+
+// MaxMessageSize returns [MaxMessageSize], the limit SNS and SQS put on a
+// message counted as they count it. The envelope this adapter sends (see
+// [EnvelopeAttribute]) makes a message's size on the wire larger than
+// [broker.MessageSize]: publishing is the exact check.
+func (b *Broker) MaxMessageSize() int { return MaxMessageSize }
 
 // Name returns "aws_sqs", the OpenTelemetry messaging.system value.
 func (b *Broker) Name() string { return "aws_sqs" }
@@ -150,8 +181,17 @@ func (b *Broker) isClosed() bool {
 // Publish sends msgs to every consumer group of topic through the topic's
 // SNS topic (PublishBatch, 10 messages a call). The first publish to a topic
 // creates the SNS topic and the default group's queue, so nothing published
-// before the first subscriber is lost.
+// before the first subscriber is lost. Each call to SNS is bounded by
+// Config.RequestTimeout. A message over [MaxMessageSize] fails the call with
+// [ErrTooLarge] (wrapping [broker.ErrMessageTooLarge]) before anything is
+// sent.
 func (b *Broker) Publish(topic string, msgs ...*message.Message) error {
+	return b.PublishContext(context.Background(), topic, msgs...)
+}
+
+// PublishContext is [Broker.Publish] returning, with an error wrapping
+// ctx.Err(), once ctx ends. Batches sent before it ended stay published.
+func (b *Broker) PublishContext(ctx context.Context, topic string, msgs ...*message.Message) error {
 	if b.isClosed() {
 		return broker.ErrClosed
 	}
@@ -159,7 +199,11 @@ func (b *Broker) Publish(topic string, msgs ...*message.Message) error {
 	if err != nil {
 		return err
 	}
-	ctx := b.ctx
+	// Close ends a publish in progress too.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(b.ctx, cancel)
+	defer stop()
 	arn, err := b.topicARN(ctx, topic)
 	if err != nil {
 		return err

@@ -322,6 +322,7 @@ func TestTooLarge(t *testing.T) {
 	m.Metadata.Set("big", strings.Repeat("x", MaxMessageSize))
 	err := b.Publish("big", m)
 	require.ErrorIs(t, err, ErrTooLarge)
+	require.ErrorIs(t, err, broker.ErrMessageTooLarge)
 	require.ErrorContains(t, err, m.UUID)
 	require.ErrorIs(t, b.PublishDelayed(context.Background(), "big", "g", time.Second, m), ErrTooLarge)
 }

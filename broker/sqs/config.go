@@ -27,6 +27,9 @@ const (
 	// AckWindowDefault is how long acks are collected into one
 	// DeleteMessageBatch call.
 	AckWindowDefault = 5 * time.Millisecond
+	// RequestTimeoutDefault bounds one SQS or SNS call, its retries
+	// included.
+	RequestTimeoutDefault = 15 * time.Second
 )
 
 // Limits SQS imposes.
@@ -93,6 +96,12 @@ type Config struct {
 	// NackDelay is how long a nacked message stays hidden before SQS
 	// delivers it again, whole seconds up to 12h. Defaults to 0: at once.
 	NackDelay time.Duration
+	// RequestTimeout bounds every SQS and SNS call, the SDK's retries
+	// included; a ReceiveMessage call gets WaitTime on top. A stalled
+	// endpoint then costs a publish, a receive or an ack at most this long
+	// (a receive is retried, an ack's message comes back after its
+	// visibility timeout). Defaults to [RequestTimeoutDefault].
+	RequestTimeout time.Duration
 	// Logger receives the adapter's warnings (failed deletes, receive
 	// errors). Defaults to slog.Default().
 	Logger *slog.Logger
@@ -108,6 +117,7 @@ func (c Config) withDefaults() (Config, error) {
 	c.MaxMessages = cmp.Or(c.MaxMessages, MaxMessagesDefault)
 	c.VisibilityTimeout = cmp.Or(c.VisibilityTimeout, VisibilityTimeoutDefault)
 	c.AckWindow = cmp.Or(c.AckWindow, AckWindowDefault)
+	c.RequestTimeout = cmp.Or(c.RequestTimeout, RequestTimeoutDefault)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -132,6 +142,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.NackDelay < 0 || c.NackDelay > maxVisibilityTimeout || c.NackDelay%time.Second != 0 {
 		errs = append(errs, fmt.Errorf("sqs: Config.NackDelay %v must be whole seconds between 0 and %v", c.NackDelay, maxVisibilityTimeout))
+	}
+	if c.RequestTimeout < 0 {
+		errs = append(errs, fmt.Errorf("sqs: Config.RequestTimeout %v must not be negative (0 for the default %v)", c.RequestTimeout, RequestTimeoutDefault))
 	}
 	if c.AckWindow < 0 {
 		errs = append(errs, fmt.Errorf("sqs: Config.AckWindow %v must not be negative", c.AckWindow))

@@ -32,8 +32,18 @@
 // text); the UUID and all metadata travel as JSON in one message attribute,
 // [EnvelopeAttribute], so any number of metadata keys fits within SQS's
 // 10-attribute limit. A message larger than [MaxMessageSize] with its
-// metadata is rejected with [ErrTooLarge]. Messages sent by Watermill's own
-// SQS publisher are read too.
+// metadata, counted as SNS and SQS count it (body plus attribute name, type
+// and value), is refused before anything is sent with [ErrTooLarge], which
+// wraps [broker.ErrMessageTooLarge]. Messages sent by Watermill's own SQS
+// publisher are read too.
+//
+// # Timeouts
+//
+// Every SQS and SNS call is bounded by Config.RequestTimeout (a receive by
+// Config.WaitTime more), the SDK's retries included, so a stalled endpoint
+// costs a publish or a receive that long and Close returns.
+// [Broker.PublishContext] (a [broker.ContextPublisher]) also ends with its
+// context.
 //
 // # Delays
 //

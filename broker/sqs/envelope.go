@@ -12,6 +12,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+
+	"github.com/harvesthub/hub/broker"
 )
 
 // Message layout on the wire.
@@ -32,8 +34,12 @@ import (
 // message's UUID and metadata.
 const EnvelopeAttribute = "hub-envelope"
 
-// MaxMessageSize is the largest message SQS and SNS accept: body plus
-// attribute names, types and values.
+// MaxMessageSize is the largest message SNS (which every Publish goes
+// through) and SQS accept, counted as they count it: the body plus each
+// message attribute's name, data type and value, in UTF-8 bytes. A hub
+// message's size on the wire is its payload (base64 when it is not valid
+// SQS text) plus the [EnvelopeAttribute] holding its UUID and metadata as
+// JSON, so it is larger than [broker.MessageSize].
 const MaxMessageSize = 256 * 1024
 
 const stringType = "String"
@@ -168,8 +174,9 @@ func validText(s string) bool {
 // Errors callers may branch on.
 var (
 	// ErrTooLarge is returned by Publish when a message with its metadata
-	// exceeds [MaxMessageSize].
-	ErrTooLarge = errors.New("sqs: message too large")
+	// exceeds [MaxMessageSize], before anything is sent. It wraps
+	// [broker.ErrMessageTooLarge].
+	ErrTooLarge = fmt.Errorf("sqs: %w", broker.ErrMessageTooLarge)
 	// ErrInvalidName is returned for a topic or group name SQS cannot hold.
 	ErrInvalidName = errors.New("sqs: invalid name")
 )

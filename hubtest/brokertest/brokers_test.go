@@ -25,7 +25,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func TestMemory(t *testing.T) {
 	// One memory broker stands for the server: the "new broker" of the
 	// shutdown scenario is a second view on it.
-	b, err := memory.New(memory.Config{})
+	b, err := memory.New(memory.Config{MaxMessageSize: 1 << 20}) // a limit, as real brokers have
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = b.Close() })
 	brokertest.Run(t, brokertest.Config{NewBroker: func(t *testing.T) broker.Broker { return unclosable{b} }})

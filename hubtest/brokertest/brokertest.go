@@ -74,6 +74,8 @@ func Run(t *testing.T, cfg Config) {
 		{"ShutdownNeverAcksUnfinished", s.shutdown},
 		{"ForeignMessagesWithoutID", s.foreignWithoutID},
 		{"NearLimitMessageEndsInALetter", s.nearLimitEndsInLetter},
+		{"PublishContextEnds", s.publishContextEnds},
+		{"OversizeRefused", s.oversizeRefused},
 	} {
 		t.Run(tc.name, tc.fn)
 	}
