@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -99,7 +101,7 @@ func New(cfg Config) (*Broker, error) {
 		// leader fails.
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerBatchMaxBytes(int32(cfg.MaxMessageBytes)),
-		kgo.RecordDeliveryTimeout(cfg.PublishTimeout),
+		kgo.RecordDeliveryTimeout(max(cfg.PublishTimeout, time.Second)),
 		kgo.ProducerLinger(0),
 	)...)
 	if err != nil {
@@ -224,19 +226,43 @@ func (b *Broker) produce(ctx context.Context, topic string, recs []*kgo.Record) 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(b.ctx, cancel)()
-	if err := b.pub.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-		if errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge) {
-			err = fmt.Errorf("%w: %w", broker.ErrMessageTooLarge, err)
+	// Produce, not ProduceSync: an idempotent producer cannot fail a
+	// record whose request was sent, so ProduceSync would outlive ctx on a
+	// hung cluster. The records left behind resolve into the buffered
+	// channel.
+	results := make(chan error, len(recs))
+	for _, r := range recs {
+		b.pub.Produce(ctx, r, func(_ *kgo.Record, err error) { results <- err })
+	}
+	var first error
+	for range recs {
+		select {
+		case err := <-results:
+			if first == nil {
+				first = err
+			}
+		case <-ctx.Done():
+			return fmt.Errorf("kafka: publish to %s (the records may still be written): %w", topic, b.unreachable(ctx.Err()))
 		}
-		return fmt.Errorf("kafka: publish to %s: %w", topic, b.unreachable(err))
+	}
+	if first != nil {
+		if errors.Is(first, kerr.MessageTooLarge) || errors.Is(first, kerr.RecordListTooLarge) {
+			first = fmt.Errorf("%w: %w", broker.ErrMessageTooLarge, first)
+		}
+		return fmt.Errorf("kafka: publish to %s: %w", topic, b.unreachable(first))
 	}
 	return nil
 }
 
-// unreachable adds the seed brokers to an error that does not say why.
+// unreachable names the seed brokers in an error that may come from an
+// unreachable cluster.
 func (b *Broker) unreachable(err error) error {
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+	var op *net.OpError
+	switch {
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
 		return fmt.Errorf("cluster %s did not answer in time (unreachable?): %w", strings.Join(b.cfg.Brokers, ","), err)
+	case errors.As(err, &op):
+		return fmt.Errorf("cluster %s unreachable: %w", strings.Join(b.cfg.Brokers, ","), err)
 	}
 	return err
 }

@@ -87,7 +87,11 @@ func (b *Broker) PublishDelayed(ctx context.Context, topic, group string, delay 
 	}
 	if delay > 0 {
 		target, _ = retryTopic(topic, delay)
-		due := time.Now().Add(delay).UnixMilli()
+		at := time.Now().Add(delay)
+		due := at.UnixMilli()
+		if time.UnixMilli(due).Before(at) {
+			due++ // never early
+		}
 		extra = append(extra, kgo.RecordHeader{Key: headerDue, Value: []byte(strconv.FormatInt(due, 10))})
 	}
 	recs, err := b.records(target, withoutTarget(msgs, group), extra)

@@ -56,6 +56,7 @@ func (b *Broker) SubscribeGroup(ctx context.Context, topic string, g broker.Grou
 		pollReq:  make(chan int),
 		parts:    map[partKey]*tracker{},
 		waiting:  map[partKey][]*entry{},
+		held:     map[*entry]*message.Message{},
 	}
 	if err := s.start(ctx); err != nil {
 		b.wg.Done()
@@ -111,6 +112,7 @@ type subscription struct {
 	// Owned by the run goroutine.
 	ready    []*entry // to deliver, in order
 	inflight int
+	held     map[*entry]*message.Message // delivered, not yet settled
 	watchers sync.WaitGroup
 	stopWatch chan struct{} // closed when the subscription gives up on unacked messages
 }
@@ -300,7 +302,7 @@ func (s *subscription) deliver(ctx context.Context) bool {
 		m := s.message(e)
 		// The message's context ends once it is acked or nacked, or the
 		// subscription gives up on it.
-		mctx, cancel := context.WithCancel(ctx)
+		mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		m.SetContext(mctx)
 		for sent := false; !sent; {
 			select {
@@ -319,6 +321,7 @@ func (s *subscription) deliver(ctx context.Context) bool {
 			}
 		}
 		s.inflight++
+		s.held[e] = m
 		s.watchers.Add(1)
 		go s.watch(e, m, cancel)
 	}
@@ -346,6 +349,7 @@ func (s *subscription) watch(e *entry, m *message.Message, cancel context.Cancel
 func (s *subscription) settle(ev ackEvent) {
 	s.inflight--
 	e := ev.e
+	delete(s.held, e)
 	if !ev.ack {
 		s.mu.Lock()
 		live := e.tr.live
@@ -516,6 +520,14 @@ func (s *subscription) message(e *entry) *message.Message {
 func (s *subscription) finish() {
 	close(s.stopWatch)
 	s.watchers.Wait()
+	// Acks that raced with the end still count.
+	for e, m := range s.held {
+		select {
+		case <-m.Acked():
+			s.settle(ackEvent{e, true})
+		default:
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.b.cfg.RequestTimeout)
 	defer cancel()
 	if err := s.cl.CommitMarkedOffsets(ctx); err != nil {
