@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/harvesthub/hub/broker"
 )
@@ -29,14 +30,23 @@ func (b *Broker) Queues(ctx context.Context, topic string) ([]broker.QueueStats,
 		if err := validTopic(topic); err != nil {
 			return nil, err
 		}
-		td, err := b.adm.ListTopics(ctx, topic)
+		// A direct metadata request: kadm's is answered from a cache that
+		// may predate the topic.
+		req := kmsg.NewPtrMetadataRequest()
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr(topic)
+		req.Topics = append(req.Topics, rt)
+		resp, err := req.RequestWith(ctx, b.pub)
 		if err != nil {
-			return nil, fmt.Errorf("kafka: list topic %s: %w", topic, b.unreachable(err))
+			return nil, fmt.Errorf("kafka: topic %s: %w", topic, b.unreachable(err))
 		}
-		if d, ok := td[topic]; !ok || errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
+		if len(resp.Topics) != 1 {
+			return nil, fmt.Errorf("kafka: topic %s: metadata answered %d topics", topic, len(resp.Topics))
+		}
+		if err := kerr.ErrorForCode(resp.Topics[0].ErrorCode); errors.Is(err, kerr.UnknownTopicOrPartition) {
 			return nil, fmt.Errorf("kafka: topic %s: %w", topic, broker.ErrUnknownTopic)
-		} else if d.Err != nil {
-			return nil, fmt.Errorf("kafka: topic %s: %w", topic, d.Err)
+		} else if err != nil {
+			return nil, fmt.Errorf("kafka: topic %s: %w", topic, err)
 		}
 	}
 	listed, err := b.adm.ListGroups(ctx)
