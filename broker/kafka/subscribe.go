@@ -110,10 +110,10 @@ type subscription struct {
 	waiting map[partKey][]*entry // delayed records not yet due, per retry partition, in order
 
 	// Owned by the run goroutine.
-	ready    []*entry // to deliver, in order
-	inflight int
-	held     map[*entry]*message.Message // delivered, not yet settled
-	watchers sync.WaitGroup
+	ready     []*entry // to deliver, in order
+	inflight  int
+	held      map[*entry]*message.Message // delivered, not yet settled
+	watchers  sync.WaitGroup
 	stopWatch chan struct{} // closed when the subscription gives up on unacked messages
 }
 
