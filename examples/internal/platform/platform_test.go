@@ -41,9 +41,9 @@ func TestConfigPrecedence(t *testing.T) {
 
 func TestConfigValidate(t *testing.T) {
 	c := Defaults("svc")
-	c.Broker, c.Store, c.LogLevel, c.Listen, c.ShutdownTimeout, c.Lease = "kafka", "etcd", "loud", "", -1, 0
+	c.Broker, c.Store, c.LogLevel, c.Listen, c.ShutdownTimeout, c.Lease = "pulsar", "etcd", "loud", "", -1, 0
 	err := c.Validate()
-	for _, want := range []string{`-broker "kafka"`, `-store "etcd"`, `-log-level "loud"`, "-listen is empty", "-shutdown-timeout", "-lease"} {
+	for _, want := range []string{`-broker "pulsar"`, `-store "etcd"`, `-log-level "loud"`, "-listen is empty", "-shutdown-timeout", "-lease"} {
 		require.ErrorContains(t, err, want)
 	}
 }
