@@ -55,6 +55,13 @@
 // its delay; one queued behind a longer delay of the same tier may wait up
 // to the gap to the previous tier longer.
 //
+// # Dead letters
+//
+// dlq.List, Replay and Purge work as on every broker, with one Kafka
+// limit: offsets are committed, not single messages, so a letter removed
+// (purged, or replayed) behind a letter kept in the same partition is read
+// again by the next scan.
+//
 // # Limits
 //
 // [Broker.MaxMessageSize] is Config.MaxMessageBytes (set it to the

@@ -379,3 +379,26 @@ func TestInvalidTopic(t *testing.T) {
 		})
 	}
 }
+
+// TestCloseWhenClusterGone: Close returns, within the request timeout,
+// when the cluster vanished under a subscription holding a message.
+func TestCloseWhenClusterGone(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	require.NoError(t, err)
+	b, err := kafka.New(kafka.Config{Brokers: c.ListenAddrs(), Partitions: 1, Logger: quiet,
+		SessionTimeout: time.Second, RequestTimeout: time.Second})
+	require.NoError(t, err)
+	topic := unique("gone")
+	require.NoError(t, b.Publish(topic, msg("a"), msg("b")))
+	ch, err := b.SubscribeGroup(context.Background(), topic, broker.Group{Name: "g"})
+	require.NoError(t, err)
+	m := receive(t, ch)
+	m.Ack()
+	receive(t, ch) // held, unacked
+	c.Close()
+	start := time.Now()
+	require.NoError(t, b.Close())
+	require.Less(t, time.Since(start), 5*time.Second)
+	_, ok := <-ch
+	require.False(t, ok)
+}
