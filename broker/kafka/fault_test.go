@@ -402,3 +402,25 @@ func TestCloseWhenClusterGone(t *testing.T) {
 	_, ok := <-ch
 	require.False(t, ok)
 }
+
+// TestForeignRecord: a record from another producer (no UUID header, a
+// key, headers) is delivered with an empty UUID and its headers as
+// metadata.
+func TestForeignRecord(t *testing.T) {
+	addrs := newCluster(t)
+	b := newBroker(t, addrs)
+	topic := unique("foreign")
+	require.NoError(t, b.Declare(context.Background(), topic))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...))
+	require.NoError(t, err)
+	defer cl.Close()
+	require.NoError(t, cl.ProduceSync(context.Background(), &kgo.Record{Topic: topic, Key: []byte("k"), Value: []byte("v"),
+		Headers: []kgo.RecordHeader{{Key: "h", Value: []byte("x")}}}).FirstErr())
+	ch, err := b.Subscribe(context.Background(), topic)
+	require.NoError(t, err)
+	m := receive(t, ch)
+	require.Empty(t, m.UUID)
+	require.Equal(t, "v", string(m.Payload))
+	require.Equal(t, message.Metadata{"h": "x"}, m.Metadata)
+	m.Ack()
+}

@@ -504,9 +504,8 @@ func (s *subscription) message(e *entry) *message.Message {
 			md[h.Key] = string(h.Value)
 		}
 	}
-	if uuid == "" {
-		uuid = fmt.Sprintf("%s-%d-%d", r.Topic, r.Partition, r.Offset)
-	}
+	// A record without a UUID (a foreign producer) keeps an empty one, as
+	// on every broker: the hub keys it by its content.
 	if e.deliveries > 1 {
 		md[keyDeliveryCount] = strconv.Itoa(e.deliveries)
 	}
