@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/harvesthub/hub/broker/kafka"
 )
 
 // Broker and store kinds accepted by Config.Broker and Config.Store.
@@ -18,6 +20,7 @@ const (
 	BrokerMemory  = "memory"
 	BrokerAMQP    = "amqp"
 	BrokerSQS     = "sqs"
+	BrokerKafka   = "kafka"
 	StoreMemory   = "memory"
 	StoreRedis    = "redis"
 	StorePostgres = "postgres"
@@ -30,12 +33,16 @@ type Config struct {
 	// Service names the service in logs and metrics. Defaults to the name
 	// given to Defaults.
 	Service string
-	// Broker is memory, amqp or sqs (-broker, HUB_BROKER). Defaults to
+	// Broker is memory, amqp, sqs or kafka (-broker, HUB_BROKER). Defaults to
 	// memory, which only connects services inside one process.
 	Broker string
 	// AMQPURL is the RabbitMQ URL (-amqp-url, HUB_AMQP_URL). Defaults to
 	// amqp://guest:guest@127.0.0.1:5672/.
 	AMQPURL string
+	// KafkaURL names the Kafka cluster (-kafka-url, HUB_KAFKA_URL):
+	// kafka://host:port[,host:port...][?partitions=N&replication=N], see
+	// kafka.ParseURL. Defaults to kafka://127.0.0.1:9092.
+	KafkaURL string
 	// SQSEndpoint is the SQS/SNS endpoint (-sqs-endpoint, HUB_SQS_ENDPOINT).
 	// Defaults to empty: AWS itself.
 	SQSEndpoint string
@@ -99,6 +106,7 @@ func Defaults(service string) Config {
 		Service:         service,
 		Broker:          env("HUB_BROKER", BrokerMemory),
 		AMQPURL:         env("HUB_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
+		KafkaURL:        env("HUB_KAFKA_URL", "kafka://127.0.0.1:9092"),
 		SQSEndpoint:     env("HUB_SQS_ENDPOINT", ""),
 		SQSRegion:       env("HUB_SQS_REGION", "us-east-1"),
 		TopicPrefix:     env("HUB_TOPIC_PREFIX", ""),
@@ -144,7 +152,8 @@ func EnvInt(name string, def int) int {
 // RegisterFlags defines the shared flags on fs, with c's values (so the
 // environment) as defaults.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.Broker, "broker", c.Broker, "message broker: memory, amqp or sqs (env HUB_BROKER)")
+	fs.StringVar(&c.Broker, "broker", c.Broker, "message broker: memory, amqp, sqs or kafka (env HUB_BROKER)")
+	fs.StringVar(&c.KafkaURL, "kafka-url", c.KafkaURL, "Kafka cluster, kafka://host:port[,host:port...] (env HUB_KAFKA_URL)")
 	fs.StringVar(&c.AMQPURL, "amqp-url", c.AMQPURL, "RabbitMQ URL (env HUB_AMQP_URL)")
 	fs.StringVar(&c.SQSEndpoint, "sqs-endpoint", c.SQSEndpoint, "SQS/SNS endpoint, empty for AWS (env HUB_SQS_ENDPOINT)")
 	fs.StringVar(&c.SQSRegion, "sqs-region", c.SQSRegion, "AWS region (env HUB_SQS_REGION)")
@@ -168,8 +177,15 @@ func (c Config) Validate() error {
 	var errs []error
 	switch c.Broker {
 	case BrokerMemory, BrokerAMQP, BrokerSQS:
+	case BrokerKafka:
+		if _, err := kafka.ParseURL(c.KafkaURL); err != nil {
+			errs = append(errs, fmt.Errorf("platform: -kafka-url: %w", err))
+		}
+		if c.TopicPrefix != "" {
+			errs = append(errs, errors.New("platform: -topic-prefix is not supported with -broker kafka; name topics per cluster instead"))
+		}
 	default:
-		errs = append(errs, fmt.Errorf("platform: -broker %q; use memory, amqp or sqs", c.Broker))
+		errs = append(errs, fmt.Errorf("platform: -broker %q; use memory, amqp, sqs or kafka", c.Broker))
 	}
 	switch c.Store {
 	case StoreMemory, StoreRedis, StorePostgres:

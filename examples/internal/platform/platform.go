@@ -19,6 +19,7 @@ import (
 	"github.com/harvesthub/hub"
 	"github.com/harvesthub/hub/broker"
 	"github.com/harvesthub/hub/broker/amqp"
+	"github.com/harvesthub/hub/broker/kafka"
 	"github.com/harvesthub/hub/broker/memory"
 	"github.com/harvesthub/hub/broker/sqs"
 	"github.com/harvesthub/hub/idempotency"
@@ -146,6 +147,17 @@ func newBroker(ctx context.Context, cfg Config, log *slog.Logger) (broker.Broker
 		})
 		if err != nil {
 			return nil, fmt.Errorf("platform: SQS: %w", err)
+		}
+		return b, nil
+	case BrokerKafka:
+		kc, err := kafka.ParseURL(cfg.KafkaURL)
+		if err != nil {
+			return nil, fmt.Errorf("platform: %w", err)
+		}
+		kc.Logger = log.With("component", "kafka")
+		b, err := kafka.New(kc)
+		if err != nil {
+			return nil, fmt.Errorf("platform: Kafka at %s: %w", cfg.KafkaURL, err)
 		}
 		return b, nil
 	default:

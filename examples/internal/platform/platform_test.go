@@ -7,10 +7,12 @@ import (
 	"flag"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"go.uber.org/goleak"
 
 	"github.com/harvesthub/hub/examples/internal/itest"
@@ -39,9 +41,9 @@ func TestConfigPrecedence(t *testing.T) {
 
 func TestConfigValidate(t *testing.T) {
 	c := Defaults("svc")
-	c.Broker, c.Store, c.LogLevel, c.Listen, c.ShutdownTimeout, c.Lease = "kafka", "etcd", "loud", "", -1, 0
+	c.Broker, c.Store, c.LogLevel, c.Listen, c.ShutdownTimeout, c.Lease = "pulsar", "etcd", "loud", "", -1, 0
 	err := c.Validate()
-	for _, want := range []string{`-broker "kafka"`, `-store "etcd"`, `-log-level "loud"`, "-listen is empty", "-shutdown-timeout", "-lease"} {
+	for _, want := range []string{`-broker "pulsar"`, `-store "etcd"`, `-log-level "loud"`, "-listen is empty", "-shutdown-timeout", "-lease"} {
 		require.ErrorContains(t, err, want)
 	}
 }
@@ -176,5 +178,31 @@ func TestDistributedBackends(t *testing.T) {
 			defer cancel()
 			require.NoError(t, rt.Hub.Health(ctx))
 		})
+	}
+}
+
+// TestKafkaBackend builds the runtime on kfake, franz-go's in-process
+// Kafka cluster (no Kafka server runs here), and checks /readyz sees it.
+func TestKafkaBackend(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	require.NoError(t, err)
+	defer c.Close()
+	cfg := testConfig()
+	cfg.Broker, cfg.KafkaURL = BrokerKafka, "kafka://"+strings.Join(c.ListenAddrs(), ",")+"?partitions=1"
+	require.NoError(t, cfg.Validate())
+	rt, err := New(context.Background(), cfg, io.Discard)
+	require.NoError(t, err)
+	defer func() { require.NoError(t, rt.Close()) }()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	require.NoError(t, rt.Hub.Health(ctx))
+
+	for _, tc := range []struct{ url, prefix, want string }{
+		{"kafka://nohost", "", "-kafka-url"},
+		{"kafka://a:1", "p-", "-topic-prefix"},
+	} {
+		bad := testConfig()
+		bad.Broker, bad.KafkaURL, bad.TopicPrefix = BrokerKafka, tc.url, tc.prefix
+		require.ErrorContains(t, bad.Validate(), tc.want)
 	}
 }
