@@ -42,7 +42,8 @@ func DelayTier(d time.Duration) (time.Duration, bool) {
 // worker restart (and a broker restart when durable; on quorum queues, the
 // loss of a node, with at-least-once dead-lettering). Delay queues delete
 // themselves once unused for twice their tier plus a minute. A delay of zero or less publishes at
-// once. PublishDelayed returns once RabbitMQ has confirmed every message.
+// once. PublishDelayed returns once RabbitMQ has confirmed every message,
+// waiting at most Config.PublishTimeout (or until ctx ends, if sooner).
 func (b *Broker) PublishDelayed(ctx context.Context, topic, group string, delay time.Duration, msgs ...*message.Message) error {
 	if err := validTopic(topic); err != nil {
 		return err
@@ -50,6 +51,10 @@ func (b *Broker) PublishDelayed(ctx context.Context, topic, group string, delay 
 	if b.isClosed() {
 		return broker.ErrClosed
 	}
+	// Bounded like Publish: a confirm that never comes must not hold a
+	// delayed retry (and the delivery that asked for it) forever.
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.PublishTimeout)
+	defer cancel()
 	tier, ok := DelayTier(delay)
 	if !ok {
 		return fmt.Errorf("amqp: delay %v exceeds the longest tier %v", delay, MaxDelayTier)
