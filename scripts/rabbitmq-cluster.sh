@@ -17,7 +17,7 @@
 #   HUB_RMQC_PREFIX     node names PREFIX1@localhost.. [hubc]
 #   HUB_RMQC_PORT       AMQP port of node 1 on 127.0.0.1; nodes 2, 3 the next ones [5701]
 #   HUB_RMQC_DIST_PORT  Erlang distribution port of node 1; idem [25701]
-#   HUB_RMQC_TIMEOUT    seconds a node may take to boot [120]
+#   HUB_RMQC_TIMEOUT    seconds a node may take to boot [300]
 #
 # The nodes run as the current user with HOME=$HUB_RMQC_DIR (one Erlang
 # cookie for the three, none of the machine's), no plugins, and register with
@@ -31,7 +31,7 @@ DIR=${HUB_RMQC_DIR:-/tmp/hub-rabbitmq-cluster}
 PREFIX=${HUB_RMQC_PREFIX:-hubc}
 PORT=${HUB_RMQC_PORT:-5701}
 DIST_PORT=${HUB_RMQC_DIST_PORT:-25701}
-TIMEOUT=${HUB_RMQC_TIMEOUT:-120}
+TIMEOUT=${HUB_RMQC_TIMEOUT:-300}
 BIN=${HUB_RMQ_BIN:-/usr/lib/rabbitmq/bin}
 NODES=(1 2 3)
 

@@ -108,15 +108,6 @@ func TestUniversal(t *testing.T) {
 	universal(t, amqp.Config{URL: node.url()}, restart)
 }
 
-// TestUniversalQuorum runs the suite again with quorum queues (of one
-// replica) on the private node, which is removed with what the suite
-// leaves, without restarts: node losses are the cluster tests' (package
-// broker/amqp/clustertest).
-func TestUniversalQuorum(t *testing.T) {
-	node.require(t)
-	universal(t, amqp.Config{URL: node.url(), QueueType: amqp.QueueQuorum}, nil)
-}
-
 func universal(t *testing.T, cfg amqp.Config, restart []string) {
 	// The suite closes the publisher and goes on using the subscriber: two
 	// brokers, as Watermill adapters have a publisher and a subscriber.
