@@ -41,7 +41,8 @@ func DelayTier(d time.Duration) (time.Duration, bool) {
 // to the target when the tier's TTL expires, so a pending retry survives a
 // worker restart (and a broker restart when durable; on quorum queues, the
 // loss of a node, with at-least-once dead-lettering). Delay queues delete
-// themselves once unused for twice their tier plus a minute. A delay of zero or less publishes at
+// themselves once unused for twice their tier plus a minute (quorum delay
+// queues: plus an hour). A delay of zero or less publishes at
 // once. PublishDelayed returns once RabbitMQ has confirmed every message,
 // waiting at most Config.PublishTimeout (or until ctx ends, if sooner).
 func (b *Broker) PublishDelayed(ctx context.Context, topic, group string, delay time.Duration, msgs ...*message.Message) error {

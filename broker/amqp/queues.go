@@ -59,7 +59,8 @@ func (b *Broker) groupQueueArgs(topic string) amqp091.Table {
 // loses nothing (classic queues dead-letter at most once). That needs
 // x-overflow reject-publish. Quorum delay queues have their own names
 // ("hub.qdelay."), so switching QueueType never meets an old classic delay
-// queue, whose messages still reach their target.
+// queue, whose messages still reach their target, and are kept an hour
+// longer when unused.
 func (b *Broker) delayQueue(tier time.Duration, exchange, key string) (string, amqp091.Table) {
 	args := amqp091.Table{
 		"x-message-ttl":          tier.Milliseconds(),
@@ -68,6 +69,13 @@ func (b *Broker) delayQueue(tier time.Duration, exchange, key string) (string, a
 	}
 	prefix := "hub.delay."
 	if b.cfg.QueueType == QueueQuorum {
+		// An hour more before an unused quorum delay queue is deleted:
+		// with at-least-once dead-lettering, messages RabbitMQ could not
+		// forward yet stay in it, and its deletion would drop them (seen
+		// on RabbitMQ 3.10.8 after its leader's node was killed). The hour
+		// lets an operator see them (hub.qdelay.* queues with messages)
+		// and recover them.
+		args["x-expires"] = (2*tier + time.Hour).Milliseconds()
 		prefix = "hub.qdelay."
 		args["x-queue-type"] = QueueQuorum
 		args["x-dead-letter-strategy"] = "at-least-once"

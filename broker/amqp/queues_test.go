@@ -144,7 +144,7 @@ func TestEveryQueueTakesTheType(t *testing.T) {
 		args := amqp091.Table{
 			"x-queue-type":           "quorum",
 			"x-message-ttl":          int64(1000),
-			"x-expires":              int64(62000),
+			"x-expires":              int64(2000 + 3600000),
 			"x-dead-letter-strategy": "at-least-once",
 			"x-overflow":             "reject-publish",
 		}
