@@ -313,7 +313,7 @@ func lossless(t *testing.T, victim func(t *testing.T, delayQueue string) int) {
 	if missing > 0 {
 		// Where they are: the queues of this run as the cluster sees them.
 		for n := 1; n <= 3; n++ {
-			out, err := run("ctl", strconv.Itoa(n), "list_queues", "-q", "name", "type", "leader", "members", "messages_ready", "messages_unacknowledged")
+			out, err := run("ctl", strconv.Itoa(n), "list_queues", "-q", "name", "type", "leader", "members", "messages", "messages_ready", "messages_unacknowledged")
 			if err == nil {
 				for line := range strings.SplitSeq(out, "\n") {
 					if strings.Contains(line, topic) || strings.HasPrefix(line, "name") {
