@@ -174,6 +174,13 @@ func (b *Broker) declare(ctx context.Context, topic string, groups []string, for
 	if len(todo) == 0 {
 		return nil
 	}
+	if b.limited(topic) {
+		// Messages over the delivery limit are dead-lettered to the
+		// dead-letter topic: its exchange and queue must exist first.
+		if err := b.declare(ctx, topic+b.cfg.DeadLetterSuffix, []string{""}, force); err != nil {
+			return err
+		}
+	}
 	_, err = b.calls.await(ctx, "declare "+topic, func() (*amqp091.Channel, error) {
 		return nil, b.declareOn(c, gen, topic, todo)
 	})
@@ -192,14 +199,11 @@ func (b *Broker) declareOn(c *amqp091.Connection, gen uint64, topic string, todo
 	if err := ch.ExchangeDeclare(b.exchangeName(topic), "fanout", durable, false, false, false, nil); err != nil {
 		return fmt.Errorf("amqp: declare exchange %s: %w", b.exchangeName(topic), err)
 	}
-	var args amqp091.Table
-	if b.cfg.QueueType == QueueQuorum {
-		args = amqp091.Table{"x-queue-type": QueueQuorum}
-	}
+	args := b.groupQueueArgs(topic)
 	for _, g := range todo {
 		q := b.queueName(topic, g)
 		if _, err := ch.QueueDeclare(q, durable, false, false, false, args); err != nil {
-			return fmt.Errorf("amqp: declare queue %s: %w", q, err)
+			return b.declareError("queue", q, err)
 		}
 		if err := ch.QueueBind(q, "", b.exchangeName(topic), false, nil); err != nil {
 			return fmt.Errorf("amqp: bind queue %s: %w", q, err)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/harvesthub/hub/broker"
@@ -22,7 +24,9 @@ const (
 	DialTimeoutDefault       = 10 * time.Second
 	// MaxMessageSizeDefault is RabbitMQ 4's default max_message_size
 	// (16 MiB; RabbitMQ 3.8 to 3.13 default to 128 MiB).
-	MaxMessageSizeDefault = 16 << 20
+	MaxMessageSizeDefault   = 16 << 20
+	DeliveryLimitDefault    = 20
+	DeadLetterSuffixDefault = ".dlq"
 )
 
 // Queue types of [Config.QueueType].
@@ -34,9 +38,17 @@ const (
 // Config configures a [Broker]. The zero value connects to a local RabbitMQ
 // as guest with durable topology and publisher confirms.
 type Config struct {
-	// URL of the RabbitMQ server, amqp:// or amqps://. Defaults to
-	// URLDefault (amqp://guest:guest@127.0.0.1:5672/).
+	// URL of the RabbitMQ server, amqp:// or amqps://. Several nodes of a
+	// cluster may be given comma-separated ("amqp://h1/,amqp://h2/"), like
+	// URLs. Defaults to URLDefault (amqp://guest:guest@127.0.0.1:5672/)
+	// unless URLs is set.
 	URL string
+	// URLs are the nodes of a RabbitMQ cluster. The broker connects to the
+	// first that answers; when that connection is lost it reconnects to the
+	// next one in turn (then round again, with backoff between rounds), so
+	// a lost node is left for a live one at once. Setting both URL and URLs
+	// is an error. Defaults to nil (URL alone).
+	URLs []string
 	// TLS, when set, is the mutual-TLS identity used for amqps:// URLs;
 	// rotated files are picked up at the next (re)connection. Setting it
 	// with an amqp:// URL is an error. Defaults to nil (amqps:// URLs then
@@ -47,11 +59,30 @@ type Config struct {
 	// messages non-persistent: faster, but a broker restart loses them.
 	// Defaults to false (durable topology, persistent messages).
 	Transient bool
-	// QueueType is the type of group queues: QueueClassic or QueueQuorum.
-	// Quorum queues count redeliveries exactly (x-delivery-count); classic
-	// queues only flag them, so a redelivered message reads as its second
-	// delivery. Defaults to QueueClassic.
+	// QueueType is the type of every queue the broker declares (group
+	// queues, the dead-letter topics' queues, delay queues): QueueClassic or
+	// QueueQuorum. Quorum queues are replicated over a cluster's nodes,
+	// forward delayed retries with at-least-once dead-lettering, and count
+	// redeliveries exactly (x-delivery-count, read as hub-delivery-count);
+	// classic queues live on one node and only flag redeliveries, so a
+	// redelivered message reads as its second delivery. Declaring a queue
+	// that exists with the other type fails with an error wrapping
+	// ErrQueueType. Defaults to QueueClassic (see docs/DECISIONS.md).
 	QueueType string
+	// DeliveryLimit is the x-delivery-limit of quorum group queues: a
+	// message RabbitMQ has delivered that many times without an ack (its
+	// consumers crashed or nacked it each time) is dead-lettered, with
+	// at-least-once dead-lettering, to the topic's dead-letter topic
+	// (<topic>+DeadLetterSuffix), where hubctl and package dlq find it with
+	// reason "delivery-limit". The hub's own retries publish new messages,
+	// so they do not count against it. -1 sets no limit (RabbitMQ 3.x then
+	// redelivers forever; 4.x applies its own default of 20 and drops the
+	// message). Ignored for classic queues. Defaults to 20.
+	DeliveryLimit int
+	// DeadLetterSuffix names a topic's dead-letter topic, as the hub's
+	// Config.DeadLetterSuffix does: set both alike. Used for quorum queues'
+	// DeliveryLimit. Defaults to ".dlq".
+	DeadLetterSuffix string
 	// PublisherChannels is the number of AMQP channels publishes are spread
 	// over; each is in confirm mode when Confirms is on. Defaults to 8.
 	PublisherChannels int
@@ -93,7 +124,19 @@ type Config struct {
 // withDefaults returns a copy of c with defaults filled in, or an error
 // naming the bad setting.
 func (c Config) withDefaults() (Config, error) {
-	c.URL = cmp.Or(c.URL, URLDefault)
+	if c.URL != "" && len(c.URLs) > 0 {
+		return c, errors.New("amqp: set Config.URL or Config.URLs, not both")
+	}
+	if len(c.URLs) == 0 {
+		for u := range strings.SplitSeq(cmp.Or(c.URL, URLDefault), ",") {
+			c.URLs = append(c.URLs, strings.TrimSpace(u))
+		}
+	} else {
+		c.URLs = slices.Clone(c.URLs)
+	}
+	c.URL = strings.Join(c.URLs, ",")
+	c.DeliveryLimit = cmp.Or(c.DeliveryLimit, DeliveryLimitDefault)
+	c.DeadLetterSuffix = cmp.Or(c.DeadLetterSuffix, DeadLetterSuffixDefault)
 	c.QueueType = cmp.Or(c.QueueType, QueueClassic)
 	c.PublisherChannels = cmp.Or(c.PublisherChannels, PublisherChannelsDefault)
 	c.Prefetch = cmp.Or(c.Prefetch, PrefetchDefault)
@@ -106,14 +149,22 @@ func (c Config) withDefaults() (Config, error) {
 		c.Logger = slog.Default()
 	}
 
-	u, err := url.Parse(c.URL)
+	for _, raw := range c.URLs {
+		u, err := url.Parse(raw)
+		switch {
+		case raw == "":
+			return c, errors.New("amqp: Config.URLs: empty URL")
+		case err != nil:
+			return c, fmt.Errorf("amqp: Config.URL: %w", err)
+		case u.Scheme != "amqp" && u.Scheme != "amqps":
+			return c, fmt.Errorf("amqp: Config.URL %q: scheme must be amqp or amqps", redact(raw))
+		case c.TLS != nil && u.Scheme != "amqps":
+			return c, fmt.Errorf("amqp: Config.TLS is set but Config.URL is not amqps:// (%q)", redact(raw))
+		}
+	}
 	switch {
-	case err != nil:
-		return c, fmt.Errorf("amqp: Config.URL: %w", err)
-	case u.Scheme != "amqp" && u.Scheme != "amqps":
-		return c, fmt.Errorf("amqp: Config.URL %q: scheme must be amqp or amqps", redact(c.URL))
-	case c.TLS != nil && u.Scheme != "amqps":
-		return c, errors.New("amqp: Config.TLS is set but Config.URL is not amqps://")
+	case c.DeliveryLimit < -1:
+		return c, fmt.Errorf("amqp: Config.DeliveryLimit %d: must be positive, or -1 for none", c.DeliveryLimit)
 	case c.QueueType != QueueClassic && c.QueueType != QueueQuorum:
 		return c, fmt.Errorf("amqp: Config.QueueType %q: use %q or %q", c.QueueType, QueueClassic, QueueQuorum)
 	case c.QueueType == QueueQuorum && c.Transient:

@@ -27,12 +27,29 @@ type conn struct {
 
 	mu    sync.Mutex
 	c     *amqp091.Connection
+	node  int           // index in cfg.URLs of c's node
 	gen   uint64        // incremented on every new connection
 	ready chan struct{} // closed once c is usable
 	down  chan struct{} // closed once c is lost
 }
 
-func dial(cfg Config) (*amqp091.Connection, error) {
+// dialAny connects to the first node of cfg.URLs that answers, trying
+// them in turn from index first. It returns the connection and its node's
+// index, or an error naming every node's failure.
+func dialAny(cfg Config, first int) (*amqp091.Connection, int, error) {
+	var errs []error
+	for i := range cfg.URLs {
+		n := (first + i) % len(cfg.URLs)
+		c, err := dial(cfg, cfg.URLs[n])
+		if err == nil {
+			return c, n, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, 0, errors.Join(errs...)
+}
+
+func dial(cfg Config, rawURL string) (*amqp091.Connection, error) {
 	ac := amqp091.Config{
 		Heartbeat: 10 * time.Second,
 		Locale:    "en_US",
@@ -47,22 +64,23 @@ func dial(cfg Config) (*amqp091.Connection, error) {
 	} else {
 		ac.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
-	c, err := amqp091.DialConfig(cfg.URL, ac)
+	c, err := amqp091.DialConfig(rawURL, ac)
 	if err != nil {
-		return nil, fmt.Errorf("amqp: connect to %s: %w", redact(cfg.URL), err)
+		return nil, fmt.Errorf("amqp: connect to %s: %w", redact(rawURL), err)
 	}
 	return c, nil
 }
 
-// newConn connects once; the connection is then kept up by run.
+// newConn connects to the first node that answers; the connection is then
+// kept up by run.
 func newConn(cfg Config, closing <-chan struct{}) (*conn, error) {
-	c, err := dial(cfg)
+	c, node, err := dialAny(cfg, 0)
 	if err != nil {
 		return nil, err
 	}
 	ready := make(chan struct{})
 	close(ready)
-	cn := &conn{cfg: cfg, log: cfg.Logger, closing: closing, c: c, gen: 1, ready: ready, down: make(chan struct{})}
+	cn := &conn{cfg: cfg, log: cfg.Logger, closing: closing, c: c, node: node, gen: 1, ready: ready, down: make(chan struct{})}
 	cn.frameMax.Store(int64(c.Config.FrameSize))
 	return cn, nil
 }
@@ -99,7 +117,9 @@ func (c *conn) get(ctx context.Context) (*amqp091.Connection, uint64, error) {
 // closes its connection.
 const closeTimeout = 5 * time.Second
 
-// run watches the connection and reconnects with backoff until closing.
+// run watches the connection and reconnects with backoff until closing,
+// trying the other nodes first: the next node after the lost one, then
+// every node in turn, with a backoff pause after each round that failed.
 // It closes the last connection on return.
 func (c *conn) run() {
 	defer func() {
@@ -114,7 +134,7 @@ func (c *conn) run() {
 	}()
 	for {
 		c.mu.Lock()
-		cur := c.c
+		cur, node := c.c, c.node
 		c.mu.Unlock()
 		notify := cur.NotifyClose(make(chan *amqp091.Error, 1))
 		select {
@@ -125,7 +145,7 @@ func (c *conn) run() {
 			c.ready = make(chan struct{})
 			close(c.down)
 			c.mu.Unlock()
-			c.log.Warn("amqp: connection lost, reconnecting", "error", errString(err))
+			c.log.Warn("amqp: connection lost, reconnecting", "url", redact(c.cfg.URLs[node]), "error", errString(err))
 		}
 
 		bo := backoff.NewExponentialBackOff()
@@ -140,16 +160,16 @@ func (c *conn) run() {
 				return
 			case <-timer.C:
 			}
-			next, err := dial(c.cfg)
+			next, n, err := dialAny(c.cfg, node+1)
 			if err == nil {
 				c.frameMax.Store(int64(next.Config.FrameSize))
 				c.mu.Lock()
-				c.c = next
+				c.c, c.node = next, n
 				c.gen++
 				c.down = make(chan struct{})
 				close(c.ready)
 				c.mu.Unlock()
-				c.log.Info("amqp: reconnected", "url", redact(c.cfg.URL))
+				c.log.Info("amqp: reconnected", "url", redact(c.cfg.URLs[n]))
 				break
 			}
 			d := bo.NextBackOff()

@@ -37,11 +37,14 @@ func DelayTier(d time.Duration) (time.Duration, bool) {
 // only, or to every group of the topic when group is empty. Nothing waits
 // in this process: the messages sit in a TTL queue per tier and target
 // (named "hub.delay.<tier>.<queue>" or "hub.delay.<tier>.exchange.<topic>",
-// with QueuePrefix) that dead-letters them to the target when the tier's
-// TTL expires, so a pending retry survives a worker restart (and a broker
-// restart when durable). Delay queues delete themselves once unused for
-// twice their tier plus a minute. A delay of zero or less publishes at
-// once. PublishDelayed returns once RabbitMQ has confirmed every message.
+// "hub.qdelay." for quorum queues, with QueuePrefix) that dead-letters them
+// to the target when the tier's TTL expires, so a pending retry survives a
+// worker restart (and a broker restart when durable; on quorum queues, the
+// loss of a node, with at-least-once dead-lettering). Delay queues delete
+// themselves once unused for twice their tier plus a minute (quorum delay
+// queues: plus an hour). A delay of zero or less publishes at
+// once. PublishDelayed returns once RabbitMQ has confirmed every message,
+// waiting at most Config.PublishTimeout (or until ctx ends, if sooner).
 func (b *Broker) PublishDelayed(ctx context.Context, topic, group string, delay time.Duration, msgs ...*message.Message) error {
 	if err := validTopic(topic); err != nil {
 		return err
@@ -49,6 +52,10 @@ func (b *Broker) PublishDelayed(ctx context.Context, topic, group string, delay 
 	if b.isClosed() {
 		return broker.ErrClosed
 	}
+	// Bounded like Publish: a confirm that never comes must not hold a
+	// delayed retry (and the delivery that asked for it) forever.
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.PublishTimeout)
+	defer cancel()
 	tier, ok := DelayTier(delay)
 	if !ok {
 		return fmt.Errorf("amqp: delay %v exceeds the longest tier %v", delay, MaxDelayTier)
@@ -57,24 +64,18 @@ func (b *Broker) PublishDelayed(ctx context.Context, topic, group string, delay 
 		return err
 	}
 	var target string
-	args := amqp091.Table{
-		"x-message-ttl": tier.Milliseconds(),
-		"x-expires":     (2*tier + time.Minute).Milliseconds(),
-	}
+	var args amqp091.Table
 	if group != "" {
-		target = b.queueName(topic, group)
+		q := b.queueName(topic, group)
 		if delay <= 0 {
-			return b.pub.publish(ctx, "", target, msgs)
+			return b.pub.publish(ctx, "", q, msgs)
 		}
-		args["x-dead-letter-exchange"] = ""
-		args["x-dead-letter-routing-key"] = target
-		target = b.cfg.QueuePrefix + "hub.delay." + tier.String() + "." + target
+		target, args = b.delayQueue(tier, "", q)
 	} else {
 		if delay <= 0 {
 			return b.pub.publish(ctx, b.exchangeName(topic), "", msgs)
 		}
-		args["x-dead-letter-exchange"] = b.exchangeName(topic)
-		target = b.cfg.QueuePrefix + "hub.delay." + tier.String() + ".exchange." + b.exchangeName(topic)
+		target, args = b.delayQueue(tier, b.exchangeName(topic), "")
 	}
 	// Declared on every call, not cached: a declaration resets x-expires,
 	// so the queue outlives every message published into it.
@@ -95,7 +96,7 @@ func (b *Broker) declareDelayQueue(ctx context.Context, name string, args amqp09
 	}
 	defer ch.Close()
 	if _, err := ch.QueueDeclare(name, !b.cfg.Transient, false, false, false, args); err != nil {
-		return fmt.Errorf("amqp: declare delay queue %s: %w", name, err)
+		return b.declareError("delay queue", name, err)
 	}
 	return nil
 }

@@ -50,6 +50,22 @@
 // queue (through the default exchange) or to the topic's exchange (every
 // group). A waiting retry holds no goroutine and survives worker restarts.
 //
+// # Clusters and quorum queues
+//
+// Config.URLs (or a comma-separated Config.URL) names the nodes of a
+// cluster: the broker connects to the first that answers and, when its
+// connection is lost, to the next one, publishing again what was not
+// confirmed and consuming again. Config.QueueType = QueueQuorum makes every
+// queue the broker declares a quorum queue: group queues, dead-letter
+// topics' queues and delay queues, which then forward expired retries with
+// at-least-once dead-lettering (x-dead-letter-strategy at-least-once,
+// x-overflow reject-publish); classic queues dead-letter at most once. A
+// queue found with the other type fails its declaration with an error
+// wrapping [ErrQueueType]. Quorum group queues have an x-delivery-limit
+// (Config.DeliveryLimit) that dead-letters to the topic's dead-letter
+// topic, and RabbitMQ's x-delivery-count becomes hub-delivery-count.
+// scripts/rabbitmq-cluster.sh runs a three-node test cluster.
+//
 // # Consuming
 //
 // Deliveries are handed out concurrently up to the prefetch (basic.qos);

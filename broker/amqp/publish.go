@@ -124,6 +124,9 @@ func (p *publisher) publish(ctx context.Context, exchange, key string, msgs []*m
 			}
 			ok, err := dc.WaitContext(ctx)
 			if err != nil {
+				if errors.Is(err, context.DeadlineExceeded) {
+					p.discard(ch)
+				}
 				return fmt.Errorf("amqp: waiting for the confirm of message %s: %w", sent[i].UUID, err)
 			}
 			if !ok {
@@ -150,6 +153,24 @@ func (p *publisher) publish(ctx context.Context, exchange, key string, msgs []*m
 		pending = retry
 	}
 	return nil
+}
+
+// discard closes ch, a channel whose confirm did not come in time, so that
+// the next publish on its slot opens a new one. A confirm may never come:
+// RabbitMQ 3.10 lost the confirms of a channel publishing to a quorum queue
+// whose leader's node was killed (package clustertest), and every later
+// publish on that channel would wait for its deadline too. The close runs
+// in the background (it awaits RabbitMQ's reply) and ends at the latest
+// with the connection, which Close waits for.
+func (p *publisher) discard(ch *amqp091.Channel) {
+	if ch.IsClosed() {
+		return
+	}
+	p.b.wg.Add(1)
+	go func() {
+		defer p.b.wg.Done()
+		_ = ch.Close()
+	}()
 }
 
 // ErrChannelClosed is returned when RabbitMQ closes a publishing channel

@@ -101,16 +101,23 @@ func (s *suiteSub) Close() error {
 // included, against the private node (which the reconnect test restarts).
 func TestUniversal(t *testing.T) {
 	node.require(t)
-	url := node.url()
+	var restart []string
+	if !raceEnabled {
+		restart = node.command("restart")
+	}
+	universal(t, amqp.Config{URL: node.url()}, restart)
+}
+
+func universal(t *testing.T, cfg amqp.Config, restart []string) {
 	// The suite closes the publisher and goes on using the subscriber: two
 	// brokers, as Watermill adapters have a publisher and a subscriber.
 	// Some of its tests never close a subscriber (TestPublishSubscribeInOrder
 	// defers sub.Close() evaluated at once): every broker is also closed at
 	// the end of its test.
 	newGroupPubSub := func(t *testing.T, group string) (message.Publisher, message.Subscriber) {
-		pub, err := amqp.New(amqp.Config{URL: url})
+		pub, err := amqp.New(cfg)
 		require.NoError(t, err)
-		sb, err := amqp.New(amqp.Config{URL: url})
+		sb, err := amqp.New(cfg)
 		require.NoError(t, err)
 		sub := &suiteSub{b: sb, group: group, closing: make(chan struct{})}
 		t.Cleanup(func() { _ = pub.Close(); _ = sub.Close() })
@@ -118,10 +125,6 @@ func TestUniversal(t *testing.T) {
 	}
 	newPubSub := func(t *testing.T) (message.Publisher, message.Subscriber) {
 		return newGroupPubSub(t, "")
-	}
-	var restart []string
-	if !raceEnabled {
-		restart = node.command("restart")
 	}
 	tests.TestPubSub(t, tests.Features{
 		ConsumerGroups: true,

@@ -311,6 +311,7 @@ func (b *Broker) unmarshal(d *amqp091.Delivery) *message.Message {
 	if n := deliveryCount(d); n > 1 {
 		msg.Metadata[keyDeliveryCount] = strconv.Itoa(n)
 	}
+	b.markDeadLetter(d, msg)
 	return msg
 }
 

@@ -40,6 +40,17 @@ func TestRabbitMQ(t *testing.T) {
 	}})
 }
 
+// TestRabbitMQQuorum runs the suite on quorum queues (every queue the
+// adapter declares: group, dead-letter and delay queues).
+func TestRabbitMQQuorum(t *testing.T) {
+	testenv.Require(t, "RabbitMQ", testenv.AMQPURL())
+	brokertest.Run(t, brokertest.Config{NewBroker: func(t *testing.T) broker.Broker {
+		b, err := amqp.New(amqp.Config{URL: testenv.AMQPURL(), QueueType: amqp.QueueQuorum, Logger: quiet()})
+		require.NoError(t, err)
+		return b
+	}})
+}
+
 func TestSQS(t *testing.T) {
 	testenv.Require(t, "SQS emulator", testenv.SQSEndpoint())
 	brokertest.Run(t, brokertest.Config{
