@@ -663,7 +663,10 @@ func TestFaultMatrix(t *testing.T) {
 				t.Fatal("Close did not return")
 			}
 			e.tr.read(func() { require.Equal(t, 1, e.tr.done["k1"]) })
-			// The key was completed despite Close: a duplicate is not handled.
+			c, err := e.store.Store.Claim(context.Background(), hub.StoreKey(e.topic, "k1"), time.Second)
+			require.NoError(t, err)
+			require.Equal(t, idempotency.Completed, c.Status, "the key is completed despite Close")
+			// So a duplicate is not handled.
 			h2 := e.start(func(h *hub.Hub) { require.NoError(t, hub.Handle(h, e.topic, e.handler(nil))) })
 			e.publish(h2, "k1", "k2")
 			e.handledOnce("k1", "k2")
