@@ -109,8 +109,8 @@ type Outbox struct {
 	closed      atomic.Bool
 	closedCtx   context.Context // done once Close was called
 	closeCancel context.CancelFunc
-	closeOnce sync.Once
-	lastErr   atomic.Pointer[error] // the last relay batch error, nil after a success
+	closeOnce   sync.Once
+	lastErr     atomic.Pointer[error] // the last relay batch error, nil after a success
 }
 
 // New returns an Outbox on pool whose messages are encoded by h (codec,
