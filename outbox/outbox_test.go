@@ -299,7 +299,8 @@ func TestHealth(t *testing.T) {
 
 	runRelay(t, o)
 	waitFor(t, got, func() bool { return len(got.snapshot()) == 1 }, "the row")
-	require.NoError(t, o.Health(ctx))
+	require.Eventually(t, func() bool { return o.Health(ctx) == nil }, waitLimit, 5*time.Millisecond,
+		"healthy once the row is marked sent")
 
 	missing, err := outbox.New(pool, h, outbox.Config{Table: schema + ".nothing"})
 	require.NoError(t, err)
