@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/harvesthub/hub"
+	"github.com/harvesthub/hub/broker"
 )
 
 // Defaults of [Config].
@@ -261,7 +262,8 @@ func OrderedBy(key string) hub.PublishOption { return hub.WithMetadata(KeyOrderi
 // relay that crashes after publishing and publishes again sends the same
 // ID, which consumers deduplicate (the hub's idempotency key defaults to
 // it). WithDelay is honoured by the relay, counting from the relay's
-// publish.
+// publish. A message larger than the broker takes (broker.SizeLimiter) is
+// refused with an error wrapping broker.ErrMessageTooLarge.
 func Publish[T any](ctx context.Context, o *Outbox, tx pgx.Tx, topic string, v T, opts ...hub.PublishOption) error {
 	if o.closed.Load() {
 		return ErrClosed
@@ -277,6 +279,14 @@ func Publish[T any](ctx context.Context, o *Outbox, tx pgx.Tx, topic string, v T
 		return err
 	}
 	m := enc.Message
+	// A message the broker would refuse would block its key (and, at the
+	// head of the table, the relay) forever: refuse it now, while the
+	// caller can still roll back.
+	if sl, ok := o.h.Broker().(broker.SizeLimiter); ok {
+		if limit, size := sl.MaxMessageSize(), broker.MessageSize(m); limit > 0 && size > limit {
+			return fmt.Errorf("outbox: message to %q: %w: %d bytes, the broker takes at most %d", topic, broker.ErrMessageTooLarge, size, limit)
+		}
+	}
 	md, err := json.Marshal(map[string]string(m.Metadata))
 	if err != nil {
 		return fmt.Errorf("outbox: encoding metadata: %w", err)

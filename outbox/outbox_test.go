@@ -486,3 +486,31 @@ func TestKeyWaitsBehindAnotherRelaysRow(t *testing.T) {
 	waitFor(t, got, func() bool { return got.distinct() == 5 }, "the rows of k")
 	require.Equal(t, []string{later[1], later[3], first[0], later[0], later[2]}, ids())
 }
+
+// limitedBroker is the memory broker with a message size limit.
+type limitedBroker struct {
+	broker.Broker
+	limit int
+}
+
+func (l limitedBroker) MaxMessageSize() int { return l.limit }
+
+func TestPublishRefusesWhatTheBrokerWouldRefuse(t *testing.T) {
+	ctx := context.Background()
+	pool := newPool(t)
+	schema := newSchema(t, pool)
+	_, mb := newMemoryHub(t)
+	h, err := hub.New(limitedBroker{Broker: mb, limit: 1024}, hub.Config{})
+	require.NoError(t, err)
+	defer h.Close()
+	o := newOutbox(t, pool, h, schema, outbox.Config{})
+	tx, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(ctx) //nolint:errcheck // test cleanup
+	require.ErrorIs(t, outbox.Publish(ctx, o, tx, "items", Item{Key: strings.Repeat("x", 2000)}), broker.ErrMessageTooLarge)
+	require.NoError(t, outbox.Publish(ctx, o, tx, "items", Item{Key: "small"}))
+	require.NoError(t, tx.Commit(ctx))
+	st, err := o.Stats(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, st.Pending, "only the message that fits is staged")
+}
