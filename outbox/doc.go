@@ -41,7 +41,7 @@
 // # Table
 //
 // One table (Config.Table, by default hub_outbox): seq (bigserial, the
-// order), id (the message ID), topic, okey (ordering key or ''), payload
+// order), id (the message ID), topic, okey (the ordering key, empty for none), payload
 // (bytea, already encoded and, with hub encryption, encrypted), metadata
 // (jsonb), delay_us, created_at, sent_at (NULL while pending); partial
 // indexes on pending rows. [Outbox.Migrate] creates it under an advisory
