@@ -120,7 +120,7 @@ func TestRelaySIGKILLedMidBatch(t *testing.T) {
 			items[k] = Item{Key: fmt.Sprintf("key-%d", k), N: n}
 		}
 		committed = append(committed, stage(t, pool, o, topic, true, items...)...)
-		stage(t, pool, o, topic, false, Item{Key: "key-0", N: -n}) // rolled back
+		stage(t, pool, o, topic, false, Item{Key: "key-0", N: -n - 1}) // rolled back
 	}
 	const total = keys * perKey
 
