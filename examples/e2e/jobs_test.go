@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -28,11 +29,19 @@ func TestJobStatusFromEveryReplica(t *testing.T) {
 	t.Cleanup(func() { deleteTopology(t, prefix) })
 	pool, err := pgxpool.New(ctx, itest.PostgresDSN())
 	require.NoError(t, err)
-	defer pool.Close()
-	schema := "e2e_jobs_" + randomHex(t, 4)
+	t.Cleanup(pool.Close) // after the cleanups below
+	run := randomHex(t, 4)
+	schema := "e2e_jobs_" + run
 	_, err = pool.Exec(ctx, "CREATE SCHEMA "+schema)
 	require.NoError(t, err)
-	t.Cleanup(func() { _, _ = pool.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE") })
+	t.Cleanup(func() {
+		_, err := pool.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
+		require.NoError(t, err)
+		// The services share pgstore's default idempotency table in the
+		// test database: remove this run's keys (its record IDs are unique).
+		_, err = pool.Exec(context.Background(), "DELETE FROM hub_idempotency WHERE position($1::bytea IN key) > 0", []byte(run+"-adv-"))
+		require.NoError(t, err)
+	})
 
 	bins := buildServices(t)
 	dir := t.TempDir()
@@ -59,7 +68,9 @@ func TestJobStatusFromEveryReplica(t *testing.T) {
 		})
 	}
 
-	status, body := c.do("POST", ingest.addr+"/v1/records", "application/x-ndjson", key, ndjson(0, 20))
+	// Record IDs unique to this run: the idempotency table outlives it.
+	records := strings.ReplaceAll(ndjson(0, 20), `"id":"adv-`, `"id":"`+run+`-adv-`)
+	status, body := c.do("POST", ingest.addr+"/v1/records", "application/x-ndjson", key, records)
 	require.Equal(t, http.StatusAccepted, status, body)
 
 	type job struct {
@@ -69,7 +80,8 @@ func TestJobStatusFromEveryReplica(t *testing.T) {
 			State string `json:"state"`
 		} `json:"history"`
 	}
-	for _, id := range []string{"cyber-advisories:adv-000", "cyber-advisories:adv-007", "cyber-advisories:adv-019"} {
+	for _, n := range []string{"000", "007", "019"} {
+		id := "cyber-advisories:" + run + "-adv-" + n
 		var bodies []string
 		for _, r := range replicas {
 			eventually(t, 60*time.Second, r.name+" reports "+id+" indexed", func() bool {
