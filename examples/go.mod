@@ -10,7 +10,6 @@ require (
 	github.com/golang-jwt/jwt/v5 v5.3.1
 	github.com/harvesthub/hub v0.0.0
 	github.com/harvesthub/hub/broker/kafka v0.0.0
-
 	github.com/harvesthub/hub/jobs/pgjobs v0.0.0
 	github.com/harvesthub/hub/outbox v0.0.0
 	github.com/jackc/pgx/v5 v5.12.0
