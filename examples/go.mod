@@ -10,6 +10,8 @@ require (
 	github.com/golang-jwt/jwt/v5 v5.3.1
 	github.com/harvesthub/hub v0.0.0
 	github.com/harvesthub/hub/broker/kafka v0.0.0
+	github.com/harvesthub/hub/jobs/pgjobs v0.0.0
+	github.com/harvesthub/hub/outbox v0.0.0
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/prometheus/client_golang v1.23.0
 	github.com/rabbitmq/amqp091-go v1.16.0
@@ -106,3 +108,7 @@ require (
 replace github.com/harvesthub/hub => ../
 
 replace github.com/harvesthub/hub/broker/kafka => ../broker/kafka
+
+replace github.com/harvesthub/hub/outbox => ../outbox
+
+replace github.com/harvesthub/hub/jobs/pgjobs => ../jobs/pgjobs

@@ -1,8 +1,10 @@
 // Package pgstore is an [idempotency.Store] on PostgreSQL, through a pgx
 // connection pool ([pgxpool.Pool]). Its distinctive feature is
-// [Store.CompleteTx]: a handler can mark its key done in the same
-// transaction as its own writes (the transactional inbox pattern), so the
-// two commit or roll back together.
+// [Store.CompleteClaimTx] (and [Store.CompleteTx] underneath): a hub
+// handler marks its key done in the same transaction as its own writes
+// (the transactional inbox pattern), so the two commit or roll back
+// together. With the outbox module staging the handler's outputs in that
+// transaction too, a PostgreSQL-backed handler is exactly-once.
 //
 // # Schema
 //

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/harvesthub/hub"
 	"github.com/harvesthub/hub/idempotency"
 )
 
@@ -46,6 +47,12 @@ type Config struct {
 	// it until no expired row is left. Defaults to [CleanupBatchDefault]
 	// (1000). Must not be negative.
 	CleanupBatch int
+	// Retention is how long CompleteClaimTx keeps a completed key. The hub
+	// completes the key again after the handler returns, with its own
+	// Config.Retention; this one counts only if the process dies in
+	// between. Defaults to hub.RetentionDefault (24h). Must not be
+	// negative.
+	Retention time.Duration
 	// Logger receives cleanup errors (the goroutine has no caller to return
 	// them to). Defaults to slog.Default().
 	Logger *slog.Logger
@@ -58,9 +65,10 @@ type Store struct {
 	table string // quoted, possibly schema-qualified
 	index string // quoted index name (unqualified)
 	batch int
+	ret   time.Duration
 	log   *slog.Logger
 
-	claimSQL, extendSQL, completeSQL, releaseSQL, cleanupSQL string
+	claimSQL, extendSQL, completeSQL, completeTxSQL, releaseSQL, cleanupSQL string
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -87,6 +95,12 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	if cfg.CleanupBatch == 0 {
 		cfg.CleanupBatch = CleanupBatchDefault
 	}
+	if cfg.Retention < 0 {
+		return nil, fmt.Errorf("pgstore: Config.Retention is %v; use a positive duration, or 0 for the default %v", cfg.Retention, hub.RetentionDefault)
+	}
+	if cfg.Retention == 0 {
+		cfg.Retention = hub.RetentionDefault
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -105,6 +119,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 		table: table,
 		index: pgx.Identifier{parts[len(parts)-1] + "_expires_at_idx"}.Sanitize(),
 		batch: cfg.CleanupBatch,
+		ret:   cfg.Retention,
 		log:   cfg.Logger,
 		done:  make(chan struct{}),
 	}
@@ -129,6 +144,17 @@ WHERE key = $1 AND token = $2 AND NOT completed AND expires_at > now()`
 	s.completeSQL = `INSERT INTO ` + table + ` (key, token, completed, expires_at)
 VALUES ($1, $2, true, now() + $3::interval)
 ON CONFLICT (key) DO UPDATE SET token = excluded.token, completed = true, expires_at = excluded.expires_at`
+	// Complete for the holder of token only: it takes the row when it is
+	// the token's (held, expired or already completed by it) or absent
+	// (cleanup deleted an expired lease nobody took over).
+	s.completeTxSQL = `WITH done AS (
+	INSERT INTO ` + table + ` AS i (key, token, completed, expires_at)
+	VALUES ($1, $2, true, now() + $3::interval)
+	ON CONFLICT (key) DO UPDATE SET completed = true, expires_at = excluded.expires_at
+		WHERE i.token = excluded.token
+	RETURNING 1
+)
+SELECT EXISTS (SELECT FROM done), (SELECT completed FROM ` + table + ` WHERE key = $1)`
 	s.releaseSQL = `DELETE FROM ` + table + ` WHERE key = $1 AND token = $2 AND NOT completed`
 	s.cleanupSQL = `DELETE FROM ` + table + ` WHERE key IN (
 	SELECT key FROM ` + table + ` WHERE expires_at <= now() LIMIT $1 FOR UPDATE SKIP LOCKED
@@ -230,15 +256,31 @@ func (s *Store) Complete(ctx context.Context, key, token string, retention time.
 	return nil
 }
 
-// CompleteTx is Complete inside the caller's transaction tx, which must be
-// on the database that holds the store's table. Use it to commit a
-// handler's own writes and the done-mark together (a transactional inbox):
-// if tx commits, the key is completed and the handler never runs for it
-// again; if tx rolls back, the key is as it was (still claimed by token)
-// and a redelivery runs the handler again.
+// Errors of CompleteTx and CompleteClaimTx.
+var (
+	// ErrCompletedElsewhere is returned (wrapped, with
+	// idempotency.ErrLeaseLost) when another claim completed the key: the
+	// message was handled by another delivery, so this transaction's writes
+	// must not commit. A handler may roll back and return nil.
+	ErrCompletedElsewhere = errors.New("pgstore: key completed by another claim")
+	// ErrNoClaim is returned by CompleteClaimTx outside a hub handler.
+	ErrNoClaim = errors.New("pgstore: no idempotency claim in the context; call CompleteClaimTx from a hub handler")
+)
+
+// CompleteTx completes key for the claim identified by token inside the
+// caller's transaction tx, which must be on the database that holds the
+// store's table. Use it to commit a handler's own writes and the done-mark
+// together (a transactional inbox): if tx commits, the key is completed and
+// the handler never runs for it again; if tx rolls back, the key is as it
+// was (still claimed by token) and a redelivery runs the handler again.
+// In a hub handler, [Store.CompleteClaimTx] finds the key and token itself.
 //
-// The hub still calls Complete after the handler returns; that second
-// completion is harmless.
+// Unlike Complete, it acts only for the claim's holder: when another claim
+// holds the key (this one's lease ran out and another worker took the
+// key) it returns an error wrapping [idempotency.ErrLeaseLost], and when
+// another claim completed it, one wrapping [ErrCompletedElsewhere] too:
+// roll tx back, the other worker's writes stand. Calling it again with the
+// same token, or the hub's Complete afterwards, succeeds.
 //
 // The row stays locked until tx ends, so a concurrent Claim of the same key
 // waits for the transaction: keep it short. Retention counts from the start
@@ -251,10 +293,39 @@ func (s *Store) CompleteTx(ctx context.Context, tx pgx.Tx, key, token string, re
 	if tx == nil {
 		return errors.New("pgstore: CompleteTx needs a transaction")
 	}
-	if _, err := tx.Exec(ctx, s.completeSQL, k, token, retention); err != nil {
+	if token == "" {
+		return errors.New("pgstore: CompleteTx needs the claim's token")
+	}
+	var (
+		done      bool
+		completed *bool
+	)
+	if err := tx.QueryRow(ctx, s.completeTxSQL, k, token, retention).Scan(&done, &completed); err != nil {
 		return fmt.Errorf("pgstore: complete in transaction: %w", err)
 	}
-	return nil
+	switch {
+	case done:
+		return nil
+	case completed != nil && *completed:
+		return fmt.Errorf("%w: %w: %q", idempotency.ErrLeaseLost, ErrCompletedElsewhere, key)
+	default:
+		return fmt.Errorf("%w: %q is held by another claim", idempotency.ErrLeaseLost, key)
+	}
+}
+
+// CompleteClaimTx completes, inside tx, the idempotency key of the
+// delivery the hub handler calling it is handling ([hub.ClaimFrom](ctx)),
+// with Config.Retention: the handler's writes, its outbox messages and the
+// done-mark commit together, which makes a PostgreSQL-backed handler
+// exactly-once. The hub's own Complete after the handler returns then
+// succeeds. The store must be the hub's Config.Idempotency. Errors are
+// those of [Store.CompleteTx], and [ErrNoClaim] outside a handler.
+func (s *Store) CompleteClaimTx(ctx context.Context, tx pgx.Tx) error {
+	c, ok := hub.ClaimFrom(ctx)
+	if !ok {
+		return ErrNoClaim
+	}
+	return s.CompleteTx(ctx, tx, c.StoreKey, c.Token, s.ret)
 }
 
 // Release implements [idempotency.Store.Release] in one statement.

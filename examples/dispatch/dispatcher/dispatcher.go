@@ -20,6 +20,10 @@ type Config struct {
 	MaxJobs int
 	// Now is the clock. Defaults to time.Now.
 	Now func() time.Time
+	// Durable, when set, keeps job status in PostgreSQL for every replica
+	// and dispatches through the outbox (see Durable). Defaults to nil:
+	// status in this replica's memory.
+	Durable *Durable
 }
 
 // Dispatcher normalises ingested records into index jobs and tracks them.
@@ -50,6 +54,9 @@ func (d *Dispatcher) Jobs() *Jobs { return d.jobs }
 // handlers use their topic's default consumer group, so records published
 // before the dispatcher first starts wait for it.
 func (d *Dispatcher) Register(h *hub.Hub) error {
+	if d.cfg.Durable != nil {
+		return d.registerDurable(h)
+	}
 	if err := hub.Pipe(h, records.TopicIngested, records.TopicIndexJob, d.dispatch, hub.Concurrency(d.cfg.Concurrency)); err != nil {
 		return fmt.Errorf("dispatcher: %w", err)
 	}
@@ -78,6 +85,10 @@ func (d *Dispatcher) indexed(ctx context.Context, m hub.Message[records.DocIndex
 
 // Routes adds GET /v1/jobs/{id} to mux.
 func (d *Dispatcher) Routes(mux *http.ServeMux) {
+	if d.cfg.Durable != nil {
+		mux.HandleFunc("GET /v1/jobs/{id}", d.getDurableJob)
+		return
+	}
 	mux.HandleFunc("GET /v1/jobs/{id}", d.getJob)
 }
 
