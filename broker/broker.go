@@ -104,6 +104,9 @@ type QueueStats struct {
 	InFlight int64
 	// Consumers counts subscriptions; -1 when the broker does not report it.
 	Consumers int
+	// OldestAge is the age of the oldest message waiting or in flight; 0
+	// when there is none or the broker does not report it.
+	OldestAge time.Duration
 }
 
 // Inspector is implemented by brokers that report their queues, for

@@ -26,6 +26,9 @@ func SQSEndpoint() string {
 	return cmp.Or(os.Getenv("HUB_TEST_SQS_ENDPOINT"), "http://127.0.0.1:4566")
 }
 
+// NATSURL is the NATS server's URL (JetStream enabled).
+func NATSURL() string { return cmp.Or(os.Getenv("HUB_TEST_NATS_URL"), "nats://127.0.0.1:4222") }
+
 // RedisAddr is host:port of Redis.
 func RedisAddr() string { return cmp.Or(os.Getenv("HUB_TEST_REDIS_ADDR"), "127.0.0.1:6379") }
 
@@ -54,6 +57,8 @@ func Require(t testing.TB, service, rawAddr string) {
 				addr += ":5672"
 			case "amqps":
 				addr += ":5671"
+			case "nats":
+				addr += ":4222"
 			}
 		}
 	}
