@@ -33,7 +33,7 @@ const (
 	// values to drop a message published twice (JetStream's default).
 	DuplicateWindowDefault = 2 * time.Minute
 	// PollWaitDefault is how long one pull request waits for messages.
-	PollWaitDefault = 5 * time.Second
+	PollWaitDefault = time.Second
 	// ConnectTimeoutDefault bounds New when its context has no deadline.
 	ConnectTimeoutDefault = 5 * time.Second
 	// PublishTimeoutDefault bounds Publish, which has no context.
@@ -90,8 +90,10 @@ type Config struct {
 	// MemoryStorage keeps streams in memory instead of on disk (lost when
 	// the server restarts). Defaults to false.
 	MemoryStorage bool
-	// PollWait is how long one pull request waits for messages. Defaults
-	// to [PollWaitDefault].
+	// PollWait is how long one pull request waits for messages. A
+	// subscription that ends waits for its pull request to expire (so no
+	// message is left to wait AckWait), so it also bounds how long closing
+	// a subscription or the Broker takes. Defaults to [PollWaitDefault].
 	PollWait time.Duration
 	// NackDelay is how long a nacked message waits before JetStream
 	// delivers it again. Defaults to 0: at once.

@@ -14,11 +14,14 @@ import (
 
 // Queues reports the consumer groups of topic, or of every topic the
 // adapter created a stream for (streams named with Config.StreamPrefix)
-// when topic is empty. Depth is the consumer's pending count (messages not
-// yet delivered to the group, including those addressed to other groups
-// and delayed messages not yet due); InFlight its ack-pending count;
-// Consumers the pull requests waiting on it (each idle subscription keeps
-// one); OldestAge the age of the group's oldest unacked message.
+// when topic is empty. Depth counts every message the group has not acked:
+// those not yet delivered (including messages addressed to other groups
+// and delayed messages not yet due) and those delivered and not acked.
+// JetStream counts a nacked message waiting for its redelivery as
+// delivered and unacked, so in-flight messages cannot be told apart from
+// waiting ones: InFlight is -1. Consumers is the pull requests waiting on
+// the group (each idle subscription keeps one); OldestAge the age of the
+// group's oldest unacked message.
 func (b *Broker) Queues(ctx context.Context, topic string) ([]broker.QueueStats, error) {
 	if b.isClosed() {
 		return nil, broker.ErrClosed
@@ -74,11 +77,11 @@ func (b *Broker) streamQueues(ctx context.Context, topic string, s jetstream.Str
 			Topic:     topic,
 			Group:     group,
 			Queue:     ci.Stream + "/" + ci.Name,
-			Depth:     int64(ci.NumPending),
-			InFlight:  int64(ci.NumAckPending),
+			Depth:     int64(ci.NumPending) + int64(ci.NumAckPending),
+			InFlight:  -1,
 			Consumers: ci.NumWaiting,
 		}
-		if q.Depth+q.InFlight > 0 {
+		if q.Depth > 0 {
 			q.OldestAge = b.oldestAge(ctx, s, ci.AckFloor.Stream+1)
 		}
 		out = append(out, q)

@@ -132,11 +132,16 @@ func (s *subscription) run(ctx context.Context) {
 }
 
 // pull fetches up to free messages (free slots are held) and hands them
-// out; slots not used are given back.
+// out; slots not used are given back. A pull request is never abandoned:
+// JetStream would go on sending messages to it until it expires, and each
+// would wait AckWait before being delivered again. So when stop ends the
+// subscription meanwhile, pull waits for the request to expire (at most
+// Config.PollWait) and nacks what it receives.
 func (s *subscription) pull(stop, subCtx context.Context, free int) error {
-	fctx, cancel := context.WithTimeout(stop, s.b.cfg.PollWait)
-	defer cancel()
-	batch, err := s.cons.Fetch(free, jetstream.FetchContext(fctx))
+	// The server ends the request after PollWait; the client waits a second
+	// longer for that answer, so a request is never given up while the
+	// server may still send to it.
+	batch, err := s.cons.Fetch(free, jetstream.FetchMaxWait(s.b.cfg.PollWait))
 	if err != nil {
 		s.release(free)
 		return err
@@ -148,8 +153,7 @@ func (s *subscription) pull(stop, subCtx context.Context, free int) error {
 	}
 	s.release(free - used)
 	err = batch.Error()
-	if err == nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
-		errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, natsgo.ErrTimeout) {
+	if err == nil || errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, natsgo.ErrTimeout) {
 		return nil
 	}
 	return err
@@ -166,6 +170,11 @@ func (s *subscription) release(n int) {
 // with the remaining delay. The slot m holds is released when m is
 // settled.
 func (s *subscription) handle(stop, subCtx context.Context, m jetstream.Msg) {
+	if stop.Err() != nil {
+		s.settle(m.Nak(), "nack on shutdown")
+		s.release(1)
+		return
+	}
 	if t := s.names.target(m.Subject()); t != "" && t != s.consumer {
 		s.settle(m.Ack(), "ack a message for another group")
 		s.release(1)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/harvesthub/hub/broker"
 	"github.com/harvesthub/hub/broker/amqp"
+	natsbroker "github.com/harvesthub/hub/broker/nats"
 	"github.com/harvesthub/hub/broker/sqs"
 )
 
@@ -37,7 +38,7 @@ func registerMemory(name string, b broker.Broker) (unregister func()) {
 // safe to call once.
 func (c *cli) open(cn *conn) (broker.Broker, func(), error) {
 	if cn.broker == "" {
-		return nil, nil, usagef("no broker: set --broker or HUBCTL_BROKER (amqp://user:pass@host:5672/, sqs://<region>?endpoint=...)")
+		return nil, nil, usagef("no broker: set --broker or HUBCTL_BROKER (amqp://user:pass@host:5672/, sqs://<region>?endpoint=..., nats://host:4222)")
 	}
 	u, err := url.Parse(cn.broker)
 	if err != nil {
@@ -86,6 +87,20 @@ func (c *cli) open(cn *conn) (broker.Broker, func(), error) {
 			return nil, nil, &unreachableError{err: err}
 		}
 		return b, func() { _ = b.Close() }, nil
+	case "nats", "tls":
+		cfg, err := natsConfig(u)
+		if err != nil {
+			return nil, nil, err
+		}
+		cfg.TLS, cfg.Logger = tlsFiles, log
+		b, err := natsbroker.New(ctx, cfg)
+		if err != nil {
+			if strings.Contains(err.Error(), ": Config.") {
+				return nil, nil, usagef("%v", err)
+			}
+			return nil, nil, &unreachableError{err: err}
+		}
+		return b, func() { _ = b.Close() }, nil
 	case "memory":
 		name := u.Host + u.Path
 		v, ok := memoryBrokers.Load(name)
@@ -94,7 +109,7 @@ func (c *cli) open(cn *conn) (broker.Broker, func(), error) {
 		}
 		return v.(broker.Broker), func() {}, nil
 	default:
-		return nil, nil, usagef("--broker %q: scheme must be amqp, amqps, sqs or memory", redact(cn.broker))
+		return nil, nil, usagef("--broker %q: scheme must be amqp, amqps, sqs, nats, tls (NATS over TLS) or memory", redact(cn.broker))
 	}
 }
 
@@ -126,6 +141,21 @@ func sqsConfig(u *url.URL) (sqs.Config, error) {
 		cfg.VisibilityTimeout = d
 	}
 	return cfg, nil
+}
+
+// natsConfig reads nats://[USER:PASS@]host:port[?prefix=...] (tls:// for
+// NATS over TLS): prefix is the adapter's stream prefix (default hub_).
+func natsConfig(u *url.URL) (natsbroker.Config, error) {
+	q := u.Query()
+	for k := range q {
+		if k != "prefix" {
+			return natsbroker.Config{}, usagef("--broker: unknown nats:// parameter %q; use prefix", k)
+		}
+	}
+	server := *u
+	server.RawQuery = ""
+	// Short pulls: a scan of letters stops soon after the last one.
+	return natsbroker.Config{URL: server.String(), StreamPrefix: q.Get("prefix"), PollWait: 500 * time.Millisecond, Name: "hubctl"}, nil
 }
 
 // redact hides a password in a broker URL.

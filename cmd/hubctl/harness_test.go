@@ -22,6 +22,7 @@ import (
 	"github.com/harvesthub/hub/broker"
 	"github.com/harvesthub/hub/broker/amqp"
 	"github.com/harvesthub/hub/broker/memory"
+	natsbroker "github.com/harvesthub/hub/broker/nats"
 	"github.com/harvesthub/hub/broker/sqs"
 	"github.com/harvesthub/hub/idempotency"
 	"github.com/harvesthub/hub/internal/testenv"
@@ -76,6 +77,25 @@ var brokerCases = []brokerCase{
 		require.NoError(t, err)
 		t.Cleanup(func() { require.NoError(t, b.Close()) })
 		return b, "sqs://test:test@us-east-1?endpoint=" + url.QueryEscape(testenv.SQSEndpoint()) + "&prefix=" + prefix
+	}},
+	{"nats", func(t *testing.T, _ string) (broker.Broker, string) {
+		testenv.Require(t, "NATS", testenv.NATSURL())
+		prefix := "t" + randomHex() + "_"
+		b, err := natsbroker.New(context.Background(), natsbroker.Config{
+			URL:          testenv.NATSURL(),
+			StreamPrefix: prefix,
+			PollWait:     time.Second,
+			Logger:       quiet(),
+		})
+		require.NoError(t, err)
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			qs, _ := b.Queues(ctx, "")
+			require.NoError(t, b.Close())
+			deleteNATSStreams(t, qs)
+		})
+		return b, testenv.NATSURL() + "?prefix=" + prefix
 	}},
 }
 

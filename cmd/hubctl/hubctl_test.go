@@ -206,7 +206,13 @@ func TestDeadLetters(t *testing.T) {
 				require.Contains(t, groups, "normalise")
 				require.Contains(t, groups, "audit")
 				require.Zero(t, groups["normalise"].Depth)
-				if bc.name != "sqs" {
+				switch bc.name {
+				case "sqs":
+				case "nats":
+					// Pull requests waiting: the running hub's one, or none
+					// for the instant between two.
+					require.LessOrEqual(t, groups["normalise"].Consumers, 1)
+				default:
 					require.Equal(t, 1, groups["normalise"].Consumers, "the running hub")
 				}
 
