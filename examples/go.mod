@@ -74,6 +74,7 @@ require (
 	github.com/golang/protobuf v1.5.4 // indirect
 	github.com/golang/snappy v0.0.1 // indirect
 	github.com/google/uuid v1.6.0 // indirect
+	github.com/harvesthub/hub/broker/nats v0.0.0
 	github.com/jackc/pgpassfile v1.0.0 // indirect
 	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
 	github.com/jackc/puddle/v2 v2.2.3 // indirect
@@ -112,3 +113,5 @@ replace github.com/harvesthub/hub/broker/kafka => ../broker/kafka
 replace github.com/harvesthub/hub/outbox => ../outbox
 
 replace github.com/harvesthub/hub/jobs/pgjobs => ../jobs/pgjobs
+
+replace github.com/harvesthub/hub/broker/nats => ../broker/nats

@@ -20,6 +20,9 @@ func AMQPURL() string {
 	return cmp.Or(os.Getenv("HUB_TEST_AMQP_URL"), "amqp://guest:guest@127.0.0.1:5672/")
 }
 
+// NATSURL is the NATS server's URL (HUB_TEST_NATS_URL).
+func NATSURL() string { return cmp.Or(os.Getenv("HUB_TEST_NATS_URL"), "nats://127.0.0.1:4222") }
+
 // Required reports whether integration servers must be reachable.
 func Required() bool { return os.Getenv("HUB_REQUIRE_INTEGRATION") == "1" }
 

@@ -21,6 +21,7 @@ const (
 	BrokerAMQP    = "amqp"
 	BrokerSQS     = "sqs"
 	BrokerKafka   = "kafka"
+	BrokerNATS    = "nats"
 	StoreMemory   = "memory"
 	StoreRedis    = "redis"
 	StorePostgres = "postgres"
@@ -33,7 +34,7 @@ type Config struct {
 	// Service names the service in logs and metrics. Defaults to the name
 	// given to Defaults.
 	Service string
-	// Broker is memory, amqp, sqs or kafka (-broker, HUB_BROKER). Defaults to
+	// Broker is memory, amqp, sqs, kafka or nats (-broker, HUB_BROKER). Defaults to
 	// memory, which only connects services inside one process.
 	Broker string
 	// AMQPURL is the RabbitMQ URL (-amqp-url, HUB_AMQP_URL). Defaults to
@@ -43,6 +44,9 @@ type Config struct {
 	// kafka://host:port[,host:port...][?partitions=N&replication=N], see
 	// kafka.ParseURL. Defaults to kafka://127.0.0.1:9092.
 	KafkaURL string
+	// NATSURL is the NATS server URL, JetStream enabled (-nats-url,
+	// HUB_NATS_URL). Defaults to nats://127.0.0.1:4222.
+	NATSURL string
 	// SQSEndpoint is the SQS/SNS endpoint (-sqs-endpoint, HUB_SQS_ENDPOINT).
 	// Defaults to empty: AWS itself.
 	SQSEndpoint string
@@ -107,6 +111,7 @@ func Defaults(service string) Config {
 		Broker:          env("HUB_BROKER", BrokerMemory),
 		AMQPURL:         env("HUB_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
 		KafkaURL:        env("HUB_KAFKA_URL", "kafka://127.0.0.1:9092"),
+		NATSURL:         env("HUB_NATS_URL", "nats://127.0.0.1:4222"),
 		SQSEndpoint:     env("HUB_SQS_ENDPOINT", ""),
 		SQSRegion:       env("HUB_SQS_REGION", "us-east-1"),
 		TopicPrefix:     env("HUB_TOPIC_PREFIX", ""),
@@ -152,8 +157,9 @@ func EnvInt(name string, def int) int {
 // RegisterFlags defines the shared flags on fs, with c's values (so the
 // environment) as defaults.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.Broker, "broker", c.Broker, "message broker: memory, amqp, sqs or kafka (env HUB_BROKER)")
+	fs.StringVar(&c.Broker, "broker", c.Broker, "message broker: memory, amqp, sqs, kafka or nats (env HUB_BROKER)")
 	fs.StringVar(&c.KafkaURL, "kafka-url", c.KafkaURL, "Kafka cluster, kafka://host:port[,host:port...] (env HUB_KAFKA_URL)")
+	fs.StringVar(&c.NATSURL, "nats-url", c.NATSURL, "NATS server URL (env HUB_NATS_URL)")
 	fs.StringVar(&c.AMQPURL, "amqp-url", c.AMQPURL, "RabbitMQ URL (env HUB_AMQP_URL)")
 	fs.StringVar(&c.SQSEndpoint, "sqs-endpoint", c.SQSEndpoint, "SQS/SNS endpoint, empty for AWS (env HUB_SQS_ENDPOINT)")
 	fs.StringVar(&c.SQSRegion, "sqs-region", c.SQSRegion, "AWS region (env HUB_SQS_REGION)")
@@ -176,7 +182,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 func (c Config) Validate() error {
 	var errs []error
 	switch c.Broker {
-	case BrokerMemory, BrokerAMQP, BrokerSQS:
+	case BrokerMemory, BrokerAMQP, BrokerSQS, BrokerNATS:
 	case BrokerKafka:
 		if _, err := kafka.ParseURL(c.KafkaURL); err != nil {
 			errs = append(errs, fmt.Errorf("platform: -kafka-url: %w", err))
@@ -185,7 +191,7 @@ func (c Config) Validate() error {
 			errs = append(errs, errors.New("platform: -topic-prefix is not supported with -broker kafka; name topics per cluster instead"))
 		}
 	default:
-		errs = append(errs, fmt.Errorf("platform: -broker %q; use memory, amqp, sqs or kafka", c.Broker))
+		errs = append(errs, fmt.Errorf("platform: -broker %q; use memory, amqp, sqs, kafka or nats", c.Broker))
 	}
 	switch c.Store {
 	case StoreMemory, StoreRedis, StorePostgres:

@@ -21,6 +21,7 @@ import (
 	"github.com/harvesthub/hub/broker/amqp"
 	"github.com/harvesthub/hub/broker/kafka"
 	"github.com/harvesthub/hub/broker/memory"
+	natsbroker "github.com/harvesthub/hub/broker/nats"
 	"github.com/harvesthub/hub/broker/sqs"
 	"github.com/harvesthub/hub/idempotency"
 	"github.com/harvesthub/hub/idempotency/pgstore"
@@ -158,6 +159,16 @@ func newBroker(ctx context.Context, cfg Config, log *slog.Logger) (broker.Broker
 		b, err := kafka.New(kc)
 		if err != nil {
 			return nil, fmt.Errorf("platform: Kafka at %s: %w", cfg.KafkaURL, err)
+		}
+		return b, nil
+	case BrokerNATS:
+		b, err := natsbroker.New(ctx, natsbroker.Config{
+			URL:          cfg.NATSURL,
+			StreamPrefix: cfg.TopicPrefix,
+			Logger:       log.With("component", "nats"),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("platform: NATS: %w", err)
 		}
 		return b, nil
 	default:

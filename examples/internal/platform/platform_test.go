@@ -163,6 +163,9 @@ func TestDistributedBackends(t *testing.T) {
 			t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
 			c.Broker, c.SQSEndpoint, c.TopicPrefix, c.SQSWaitTime = BrokerSQS, itest.SQSEndpoint(), "platform-test-", time.Second
 		}},
+		{"nats", "NATS", itest.NATSURL(), func(c *Config) {
+			c.Broker, c.NATSURL, c.TopicPrefix = BrokerNATS, itest.NATSURL(), "platform-test-"
+		}},
 		{"redis", "Redis", itest.RedisAddr(), func(c *Config) { c.Store, c.RedisAddr = StoreRedis, itest.RedisAddr() }},
 		{"postgres", "PostgreSQL", itest.PostgresDSN(), func(c *Config) { c.Store, c.PostgresDSN = StorePostgres, itest.PostgresDSN() }},
 	}
