@@ -67,6 +67,9 @@
 //	sqs://KEY:SECRET@us-east-1?endpoint=http://127.0.0.1:4566
 //	                                     an SQS emulator (fauxqs, LocalStack)
 //	                                     with static credentials
+//	nats://host:4222?prefix=hub_         NATS JetStream; prefix is the
+//	                                     services' stream prefix
+//	tls://host:4222                      NATS over TLS (--tls-* flags)
 //	memory://name                        an in-process broker a test
 //	                                     registered (tests only)
 //
