@@ -63,8 +63,9 @@
 // leading or trailing blanks, the characters nats.go refuses in keys, or
 // a key starting with "Nats-" or "Hub-Nats-") travels base64url-encoded
 // in the Hub-Nats-Meta header instead, so every key and value round-trips
-// exactly. The message UUID is the Hub-Nats-Uuid header; a message from
-// another publisher without it gets "nats-<stream>-<sequence>".
+// exactly. The message UUID is the Hub-Nats-Uuid header; a message
+// published without one is delivered without one (the hub keys it by its
+// content), and is never deduplicated against another.
 //
 // # Security
 //

@@ -3,7 +3,6 @@ package nats
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strconv"
 	"sync"
 	"time"
@@ -203,9 +202,6 @@ func (s *subscription) handle(stop, subCtx context.Context, m jetstream.Msg) {
 		s.settle(m.NakWithDelay(wait), "nack an early delayed message")
 		s.release(1)
 		return
-	}
-	if uuid == "" {
-		uuid = fmt.Sprintf("nats-%s-%d", s.names.stream, meta.Sequence.Stream)
 	}
 	// A delayed message was most likely delivered once early, and nacked
 	// with its delay: that delivery is not a redelivery.
