@@ -74,7 +74,11 @@ require (
 	github.com/golang/protobuf v1.5.4 // indirect
 	github.com/golang/snappy v0.0.1 // indirect
 	github.com/google/uuid v1.6.0 // indirect
+	github.com/harvesthub/hub/broker/amqp v0.0.0
 	github.com/harvesthub/hub/broker/nats v0.0.0
+	github.com/harvesthub/hub/broker/sqs v0.0.0
+	github.com/harvesthub/hub/idempotency/pgstore v0.0.0
+	github.com/harvesthub/hub/idempotency/redisstore v0.0.0
 	github.com/jackc/pgpassfile v1.0.0 // indirect
 	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
 	github.com/jackc/puddle/v2 v2.2.3 // indirect
@@ -106,7 +110,7 @@ require (
 	google.golang.org/protobuf v1.36.8 // indirect
 )
 
-replace github.com/harvesthub/hub => ../
+replace github.com/harvesthub/hub => ..
 
 replace github.com/harvesthub/hub/broker/kafka => ../broker/kafka
 
@@ -115,3 +119,23 @@ replace github.com/harvesthub/hub/outbox => ../outbox
 replace github.com/harvesthub/hub/jobs/pgjobs => ../jobs/pgjobs
 
 replace github.com/harvesthub/hub/broker/nats => ../broker/nats
+
+replace github.com/harvesthub/hub/broker/amqp => ../broker/amqp
+
+replace github.com/harvesthub/hub/broker/sqs => ../broker/sqs
+
+replace github.com/harvesthub/hub/idempotency/redisstore => ../idempotency/redisstore
+
+replace github.com/harvesthub/hub/idempotency/pgstore => ../idempotency/pgstore
+
+replace github.com/harvesthub/hub/cmd/hubctl => ../cmd/hubctl
+
+replace github.com/harvesthub/hub/internal/fleet => ../internal/fleet
+
+replace github.com/harvesthub/hub/internal/integration => ../internal/integration
+
+replace github.com/harvesthub/hub/bench => ../bench
+
+replace github.com/harvesthub/hub/bench/nats => ../bench/nats
+
+replace github.com/harvesthub/hub/internal/soak => ../internal/soak

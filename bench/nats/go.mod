@@ -37,3 +37,25 @@ require (
 	golang.org/x/crypto v0.49.0 // indirect
 	golang.org/x/sys v0.50.0 // indirect
 )
+
+replace github.com/harvesthub/hub/broker/amqp => ../../broker/amqp
+
+replace github.com/harvesthub/hub/broker/sqs => ../../broker/sqs
+
+replace github.com/harvesthub/hub/broker/kafka => ../../broker/kafka
+
+replace github.com/harvesthub/hub/idempotency/redisstore => ../../idempotency/redisstore
+
+replace github.com/harvesthub/hub/idempotency/pgstore => ../../idempotency/pgstore
+
+replace github.com/harvesthub/hub/cmd/hubctl => ../../cmd/hubctl
+
+replace github.com/harvesthub/hub/internal/fleet => ../../internal/fleet
+
+replace github.com/harvesthub/hub/internal/integration => ../../internal/integration
+
+replace github.com/harvesthub/hub/bench => ..
+
+replace github.com/harvesthub/hub/examples => ../../examples
+
+replace github.com/harvesthub/hub/internal/soak => ../../internal/soak

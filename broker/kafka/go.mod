@@ -6,7 +6,7 @@ replace github.com/harvesthub/hub => ../..
 
 require (
 	github.com/ThreeDotsLabs/watermill v1.5.1
-	github.com/harvesthub/hub v0.0.0-00010101000000-000000000000
+	github.com/harvesthub/hub v0.0.0
 	github.com/stretchr/testify v1.12.1
 	github.com/twmb/franz-go v1.22.3
 	github.com/twmb/franz-go/pkg/kadm v1.20.0
@@ -35,3 +35,27 @@ require (
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/sys v0.50.0 // indirect
 )
+
+replace github.com/harvesthub/hub/broker/amqp => ../amqp
+
+replace github.com/harvesthub/hub/broker/sqs => ../sqs
+
+replace github.com/harvesthub/hub/broker/nats => ../nats
+
+replace github.com/harvesthub/hub/idempotency/redisstore => ../../idempotency/redisstore
+
+replace github.com/harvesthub/hub/idempotency/pgstore => ../../idempotency/pgstore
+
+replace github.com/harvesthub/hub/cmd/hubctl => ../../cmd/hubctl
+
+replace github.com/harvesthub/hub/internal/fleet => ../../internal/fleet
+
+replace github.com/harvesthub/hub/internal/integration => ../../internal/integration
+
+replace github.com/harvesthub/hub/bench => ../../bench
+
+replace github.com/harvesthub/hub/bench/nats => ../../bench/nats
+
+replace github.com/harvesthub/hub/examples => ../../examples
+
+replace github.com/harvesthub/hub/internal/soak => ../../internal/soak

@@ -1,4 +1,4 @@
-package hub_test
+package telemetry_test
 
 import (
 	"context"

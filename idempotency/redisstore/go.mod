@@ -1,0 +1,43 @@
+module github.com/harvesthub/hub/idempotency/redisstore
+
+go 1.26.0
+
+require (
+	github.com/harvesthub/hub v0.0.0
+	github.com/redis/go-redis/v9 v9.23.0
+	github.com/stretchr/testify v1.12.1
+	go.uber.org/goleak v1.3.0
+)
+
+require (
+	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	go.uber.org/atomic v1.12.0 // indirect
+	go.yaml.in/yaml/v3 v3.0.5 // indirect
+	golang.org/x/sys v0.50.0 // indirect
+)
+
+replace github.com/harvesthub/hub => ../..
+
+replace github.com/harvesthub/hub/broker/amqp => ../../broker/amqp
+
+replace github.com/harvesthub/hub/broker/sqs => ../../broker/sqs
+
+replace github.com/harvesthub/hub/broker/nats => ../../broker/nats
+
+replace github.com/harvesthub/hub/broker/kafka => ../../broker/kafka
+
+replace github.com/harvesthub/hub/idempotency/pgstore => ../pgstore
+
+replace github.com/harvesthub/hub/cmd/hubctl => ../../cmd/hubctl
+
+replace github.com/harvesthub/hub/internal/fleet => ../../internal/fleet
+
+replace github.com/harvesthub/hub/internal/integration => ../../internal/integration
+
+replace github.com/harvesthub/hub/bench => ../../bench
+
+replace github.com/harvesthub/hub/bench/nats => ../../bench/nats
+
+replace github.com/harvesthub/hub/examples => ../../examples
+
+replace github.com/harvesthub/hub/internal/soak => ../../internal/soak
