@@ -94,6 +94,10 @@ func (b *Broker) publish(ctx context.Context, topic, group string, notBefore tim
 		if id := msgID(m); id != "" {
 			w.Header[jetstream.MsgIDHeader] = []string{id}
 		}
+		if size := broker.MessageSize(m); size > b.MaxMessageSize() {
+			return fmt.Errorf("nats: publish to topic %s: message %s is %d bytes of payload and metadata, over the limit of %d (max_payload less room for the adapter's headers): %w",
+				topic, m.UUID, size, b.MaxMessageSize(), broker.ErrMessageTooLarge)
+		}
 		if size := wireSize(w); size > limit {
 			return fmt.Errorf("nats: publish to topic %s: message %s is %d bytes with its headers, over the server's max_payload of %d: %w",
 				topic, m.UUID, size, limit, broker.ErrMessageTooLarge)
