@@ -88,3 +88,5 @@ replace github.com/harvesthub/hub/bench/nats => ./nats
 replace github.com/harvesthub/hub/examples => ../examples
 
 replace github.com/harvesthub/hub/internal/soak => ../internal/soak
+
+replace github.com/harvesthub/hub/outbox => ../outbox

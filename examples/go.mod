@@ -28,6 +28,13 @@ require (
 )
 
 require (
+	github.com/nats-io/nats.go v1.53.0 // indirect
+	github.com/nats-io/nkeys v0.4.15 // indirect
+	github.com/nats-io/nuid v1.0.1 // indirect
+	golang.org/x/crypto v0.51.0 // indirect
+)
+
+require (
 	github.com/RoaringBitmap/roaring v1.9.3 // indirect
 	github.com/ThreeDotsLabs/watermill v1.5.1 // indirect
 	github.com/ThreeDotsLabs/watermill-aws v1.0.1 // indirect

@@ -20,6 +20,8 @@ require (
 	github.com/go-logr/logr v1.4.4 // indirect
 	github.com/go-logr/stdr v1.2.2 // indirect
 	github.com/google/uuid v1.6.0 // indirect
+	github.com/harvesthub/hub/broker/amqp v0.0.0
+	github.com/harvesthub/hub/idempotency/pgstore v0.0.0
 	github.com/jackc/pgpassfile v1.0.0 // indirect
 	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
 	github.com/jackc/puddle/v2 v2.2.3 // indirect
@@ -35,4 +37,30 @@ require (
 	golang.org/x/text v0.44.0 // indirect
 )
 
-replace github.com/harvesthub/hub => ../
+replace github.com/harvesthub/hub => ..
+
+replace github.com/harvesthub/hub/broker/amqp => ../broker/amqp
+
+replace github.com/harvesthub/hub/broker/sqs => ../broker/sqs
+
+replace github.com/harvesthub/hub/broker/nats => ../broker/nats
+
+replace github.com/harvesthub/hub/broker/kafka => ../broker/kafka
+
+replace github.com/harvesthub/hub/idempotency/redisstore => ../idempotency/redisstore
+
+replace github.com/harvesthub/hub/idempotency/pgstore => ../idempotency/pgstore
+
+replace github.com/harvesthub/hub/cmd/hubctl => ../cmd/hubctl
+
+replace github.com/harvesthub/hub/internal/fleet => ../internal/fleet
+
+replace github.com/harvesthub/hub/internal/soak => ../internal/soak
+
+replace github.com/harvesthub/hub/internal/integration => ../internal/integration
+
+replace github.com/harvesthub/hub/bench => ../bench
+
+replace github.com/harvesthub/hub/bench/nats => ../bench/nats
+
+replace github.com/harvesthub/hub/examples => ../examples

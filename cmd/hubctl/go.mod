@@ -78,3 +78,5 @@ replace github.com/harvesthub/hub/bench/nats => ../../bench/nats
 replace github.com/harvesthub/hub/examples => ../../examples
 
 replace github.com/harvesthub/hub/internal/soak => ../../internal/soak
+
+replace github.com/harvesthub/hub/outbox => ../../outbox

@@ -56,3 +56,5 @@ replace github.com/harvesthub/hub/bench => ../../bench
 replace github.com/harvesthub/hub/bench/nats => ../../bench/nats
 
 replace github.com/harvesthub/hub/examples => ../../examples
+
+replace github.com/harvesthub/hub/outbox => ../../outbox
