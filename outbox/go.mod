@@ -64,3 +64,5 @@ replace github.com/harvesthub/hub/bench => ../bench
 replace github.com/harvesthub/hub/bench/nats => ../bench/nats
 
 replace github.com/harvesthub/hub/examples => ../examples
+
+replace github.com/harvesthub/hub/jobs/pgjobs => ../jobs/pgjobs

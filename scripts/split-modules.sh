@@ -32,6 +32,7 @@ MODULES=(
 	idempotency/redisstore
 	idempotency/pgstore
 	outbox
+	jobs/pgjobs
 	cmd/hubctl
 	internal/fleet
 	internal/soak

@@ -58,3 +58,5 @@ replace github.com/harvesthub/hub/examples => ../../examples
 replace github.com/harvesthub/hub/internal/soak => ../../internal/soak
 
 replace github.com/harvesthub/hub/outbox => ../../outbox
+
+replace github.com/harvesthub/hub/jobs/pgjobs => ../../jobs/pgjobs

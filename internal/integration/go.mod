@@ -74,3 +74,5 @@ replace github.com/harvesthub/hub/examples => ../../examples
 replace github.com/harvesthub/hub/internal/soak => ../soak
 
 replace github.com/harvesthub/hub/outbox => ../../outbox
+
+replace github.com/harvesthub/hub/jobs/pgjobs => ../../jobs/pgjobs

@@ -18,4 +18,32 @@ require (
 	golang.org/x/text v0.44.0 // indirect
 )
 
-replace github.com/harvesthub/hub => ../../
+replace github.com/harvesthub/hub => ../..
+
+replace github.com/harvesthub/hub/broker/amqp => ../../broker/amqp
+
+replace github.com/harvesthub/hub/broker/sqs => ../../broker/sqs
+
+replace github.com/harvesthub/hub/broker/nats => ../../broker/nats
+
+replace github.com/harvesthub/hub/broker/kafka => ../../broker/kafka
+
+replace github.com/harvesthub/hub/idempotency/redisstore => ../../idempotency/redisstore
+
+replace github.com/harvesthub/hub/idempotency/pgstore => ../../idempotency/pgstore
+
+replace github.com/harvesthub/hub/outbox => ../../outbox
+
+replace github.com/harvesthub/hub/cmd/hubctl => ../../cmd/hubctl
+
+replace github.com/harvesthub/hub/internal/fleet => ../../internal/fleet
+
+replace github.com/harvesthub/hub/internal/soak => ../../internal/soak
+
+replace github.com/harvesthub/hub/internal/integration => ../../internal/integration
+
+replace github.com/harvesthub/hub/bench => ../../bench
+
+replace github.com/harvesthub/hub/bench/nats => ../../bench/nats
+
+replace github.com/harvesthub/hub/examples => ../../examples
