@@ -12,6 +12,7 @@ import (
 
 	"github.com/harvesthub/hub/broker"
 	"github.com/harvesthub/hub/broker/amqp"
+	"github.com/harvesthub/hub/broker/kafka"
 	natsbroker "github.com/harvesthub/hub/broker/nats"
 	"github.com/harvesthub/hub/broker/sqs"
 )
@@ -38,7 +39,7 @@ func registerMemory(name string, b broker.Broker) (unregister func()) {
 // safe to call once.
 func (c *cli) open(cn *conn) (broker.Broker, func(), error) {
 	if cn.broker == "" {
-		return nil, nil, usagef("no broker: set --broker or HUBCTL_BROKER (amqp://user:pass@host:5672/, sqs://<region>?endpoint=..., nats://host:4222)")
+		return nil, nil, usagef("no broker: set --broker or HUBCTL_BROKER (amqp://user:pass@host:5672/, sqs://<region>?endpoint=..., nats://host:4222, kafka://host:9092)")
 	}
 	u, err := url.Parse(cn.broker)
 	if err != nil {
@@ -101,6 +102,24 @@ func (c *cli) open(cn *conn) (broker.Broker, func(), error) {
 			return nil, nil, &unreachableError{err: err}
 		}
 		return b, func() { _ = b.Close() }, nil
+	case "kafka":
+		cfg, err := kafka.ParseURL(cn.broker)
+		if err != nil {
+			return nil, nil, usagef("--broker: %v", redactErr(err))
+		}
+		cfg.TLS, cfg.Logger = tlsFiles, log
+		b, err := kafka.New(cfg)
+		if err != nil {
+			if strings.Contains(err.Error(), ": Config.") {
+				return nil, nil, usagef("%v", err)
+			}
+			return nil, nil, &unreachableError{err: err}
+		}
+		if err := b.Ping(ctx); err != nil {
+			_ = b.Close()
+			return nil, nil, &unreachableError{err: err}
+		}
+		return b, func() { _ = b.Close() }, nil
 	case "memory":
 		name := u.Host + u.Path
 		v, ok := memoryBrokers.Load(name)
@@ -109,7 +128,7 @@ func (c *cli) open(cn *conn) (broker.Broker, func(), error) {
 		}
 		return v.(broker.Broker), func() {}, nil
 	default:
-		return nil, nil, usagef("--broker %q: scheme must be amqp, amqps, sqs, nats, tls (NATS over TLS) or memory", redact(cn.broker))
+		return nil, nil, usagef("--broker %q: scheme must be amqp, amqps, sqs, nats, tls (NATS over TLS), kafka or memory", redact(cn.broker))
 	}
 }
 

@@ -126,7 +126,7 @@ func TestConnectionFlags(t *testing.T) {
 		{[]string{"--broker", "amqps://127.0.0.1:5671/"}, map[string]string{"HUBCTL_TLS_CERT": "/nonexistent/c.pem", "HUBCTL_TLS_KEY": "/nonexistent/k.pem"}, "--tls-ca/--tls-cert/--tls-key"},
 		{[]string{"--broker", "sqs://us-east-1?wait=1s"}, nil, `unknown sqs:// parameter "wait"`},
 		{[]string{"--broker", "sqs://us-east-1?visibility=soon"}, nil, `visibility="soon"`},
-		{[]string{"--broker", "ftp://x"}, nil, "scheme must be amqp, amqps, sqs, nats, tls (NATS over TLS) or memory"},
+		{[]string{"--broker", "ftp://x"}, nil, "scheme must be amqp, amqps, sqs, nats, tls (NATS over TLS), kafka or memory"},
 	} {
 		r := runHubctl(t, tc.env, "", append([]string{"dlq", "list", "records"}, tc.args...)...)
 		require.Equal(t, exitUsage, r.code, "%v: %s", tc.args, r.stderr)
