@@ -337,8 +337,13 @@ func TestMetrics(t *testing.T) {
 	got := collect(t, b, "items")
 	runRelay(t, o)
 	waitFor(t, got, func() bool { return len(got.snapshot()) == 3 }, "the rows")
-	m = metrics()
-	require.EqualValues(t, 0, m["hub.outbox.pending"].Data.(metricdata.Gauge[int64]).DataPoints[0].Value)
+	// The rows arrive as soon as they are published; the relay marks them
+	// sent in its transaction just after. Wait for that commit.
+	require.Eventually(t, func() bool {
+		m = metrics()
+		return m["hub.outbox.pending"].Data.(metricdata.Gauge[int64]).DataPoints[0].Value == 0 &&
+			m["hub.outbox.relay.lag"].Data != nil
+	}, waitLimit, 10*time.Millisecond, "the batch marked sent")
 	require.EqualValues(t, 3, m["hub.outbox.relay.lag"].Data.(metricdata.Histogram[float64]).DataPoints[0].Count)
 	require.EqualValues(t, 3, m["messaging.client.sent.messages"].Data.(metricdata.Sum[int64]).DataPoints[0].Value)
 }

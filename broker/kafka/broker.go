@@ -222,6 +222,12 @@ func (b *Broker) produce(ctx context.Context, topic string, recs []*kgo.Record) 
 	if len(recs) == 0 {
 		return nil
 	}
+	// A done context sends nothing: handed to the idempotent producer, a
+	// cancelled record fails the records buffered behind it in its
+	// partition too, other publishers' included.
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("kafka: publish to %s: %w", topic, err)
+	}
 	// Close does not wait for a publish: end it with the broker.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
