@@ -199,7 +199,7 @@ func TestEndToEndInProcess(t *testing.T) {
 }
 
 func TestRejectsBadFlags(t *testing.T) {
-	err := run(context.Background(), []string{"-broker", "kafka"}, io.Discard)
+	err := run(context.Background(), []string{"-broker", "carrier-pigeon"}, io.Discard)
 	require.ErrorContains(t, err, "-broker")
 	err = run(context.Background(), []string{"-no-such-flag"}, io.Discard)
 	require.Error(t, err)
