@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/harvesthub/hub/examples/dispatch/dispatcher"
+	"github.com/harvesthub/hub/examples/ingest/api"
 	"github.com/harvesthub/hub/examples/internal/platform"
 	"github.com/harvesthub/hub/idempotency/pgstore"
 	"github.com/harvesthub/hub/jobs/pgjobs"
@@ -48,6 +49,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	jobStore := fs.String("jobs-store", envOr("HUB_JOBS_STORE", "memory"), "job status: memory (this replica) or postgres (every replica; needs -store postgres) (env HUB_JOBS_STORE)")
 	jobsTable := fs.String("jobs-table", envOr("HUB_JOBS_TABLE", pgjobs.TableDefault), "PostgreSQL job table (env HUB_JOBS_TABLE)")
 	outboxTable := fs.String("outbox-table", envOr("HUB_OUTBOX_TABLE", outbox.TableDefault), "PostgreSQL outbox table (env HUB_OUTBOX_TABLE)")
+	var creds api.Flags
+	creds.Register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -56,6 +59,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("-jobs-store %q; use memory or postgres", *jobStore)
 	case *jobStore == "postgres" && cfg.Store != platform.StorePostgres:
 		return fmt.Errorf("-jobs-store postgres needs -store postgres: the dispatch transaction completes its idempotency key there")
+	}
+	acfg, _, err := creds.Config(cfg.TLSClientCA, stderr)
+	if err != nil {
+		return fmt.Errorf("dispatch: %w", err)
 	}
 	rt, err := platform.New(ctx, cfg, stderr)
 	if err != nil {
@@ -71,10 +78,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return errors.Join(err, rt.Close())
 	}
+	acfg.Logger = rt.Logger
+	auth, err := api.New(acfg) // no Hub: it only authenticates
+	if err != nil {
+		return errors.Join(err, rt.Close())
+	}
+	rt.AddCloser(auth.Close)
 	if err := d.Register(rt.Hub); err != nil {
 		return errors.Join(err, rt.Close())
 	}
-	d.Routes(rt.Mux)
+	d.Routes(rt.Mux, auth.Guard(api.ScopeRead, api.ScopeWrite))
 	return rt.Run(ctx)
 }
 

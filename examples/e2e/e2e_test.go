@@ -211,11 +211,13 @@ func randomHex(t *testing.T, n int) string {
 	return hex.EncodeToString(b)
 }
 
-// writeKeys writes a key file for ingest -keys and returns the key.
+// writeKeys writes a key file for -keys (every service reads it: ingest
+// for posting, index and dispatch for search and job status) and returns
+// the key.
 func writeKeys(t *testing.T, dir string) (path, key string) {
 	secret := randomHex(t, 32)
 	key = api.FormatKey("e2e", secret)
-	entry := api.KeyEntry{ID: "e2e", Hash: api.HashKey(key), Scopes: []string{api.ScopeWrite}, Tenant: "e2e"}
+	entry := api.KeyEntry{ID: "e2e", Hash: api.HashKey(key), Scopes: []string{api.ScopeWrite, api.ScopeRead}, Tenant: "e2e"}
 	b, err := json.Marshal([]api.KeyEntry{entry})
 	require.NoError(t, err)
 	path = filepath.Join(dir, "keys.json")
@@ -317,8 +319,8 @@ func testPipeline(t *testing.T, brokerEnv ...string) {
 	t.Cleanup(tr.CloseIdleConnections)
 	c := client{t: t, c: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
 
-	dispatch := start(t, "dispatch", bin("dispatch"), env)
-	index := start(t, "index", bin("index"), env, "-data", dataDir)
+	dispatch := start(t, "dispatch", bin("dispatch"), env, "-keys", keysPath)
+	index := start(t, "index", bin("index"), env, "-data", dataDir, "-keys", keysPath)
 	ingest := start(t, "ingest", bin("ingest"), env, "-keys", keysPath)
 	for _, p := range []*proc{dispatch, index, ingest} {
 		eventually(t, 20*time.Second, p.name+" ready", func() bool {
@@ -327,7 +329,7 @@ func testPipeline(t *testing.T, brokerEnv ...string) {
 		})
 	}
 	documents := func(p *proc) int {
-		status, body := c.do("GET", p.addr+"/v1/stats", "", "", "")
+		status, body := c.do("GET", p.addr+"/v1/stats", "", key, "")
 		if status != http.StatusOK {
 			return -1
 		}
@@ -352,11 +354,13 @@ func testPipeline(t *testing.T, brokerEnv ...string) {
 	require.Equal(t, http.StatusAccepted, status, body)
 
 	// Restarted on the same data, it catches up: nothing accepted is lost.
-	index = start(t, "index (restarted)", bin("index"), env, "-data", dataDir)
+	index = start(t, "index (restarted)", bin("index"), env, "-data", dataDir, "-keys", keysPath)
 	t.Logf("documents in the index when it restarted: %d of 80", documents(index))
 	eventually(t, 60*time.Second, "all 80 records indexed after the restart", func() bool { return documents(index) == 80 })
 
 	status, body = c.do("GET", index.addr+"/v1/search?q="+url.QueryEscape("appliance042"), "", "", "")
+	require.Equal(t, http.StatusUnauthorized, status, "search needs a credential: %s", body)
+	status, body = c.do("GET", index.addr+"/v1/search?q="+url.QueryEscape("appliance042"), "", key, "")
 	require.Equal(t, http.StatusOK, status, body)
 	var res struct {
 		Total int `json:"total"`
@@ -370,7 +374,7 @@ func testPipeline(t *testing.T, brokerEnv ...string) {
 	require.Equal(t, "cyber-advisories:adv-042", res.Hits[0].DocID)
 
 	eventually(t, 30*time.Second, "dispatch reports adv-042 indexed", func() bool {
-		status, body := c.do("GET", dispatch.addr+"/v1/jobs/cyber-advisories:adv-042", "", "", "")
+		status, body := c.do("GET", dispatch.addr+"/v1/jobs/cyber-advisories:adv-042", "", key, "")
 		return status == http.StatusOK && strings.Contains(body, `"status":"indexed"`)
 	})
 

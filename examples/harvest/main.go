@@ -1,10 +1,10 @@
 // Command harvest runs the whole pipeline in one process: the ingest API,
 // the dispatcher and the index service on the in-memory broker, with a
 // Bleve index in a temporary directory (or -data). It prints where it
-// listens and a ready-to-paste curl command with a fresh development API
-// key.
+// listens and, with -dev-key, a ready-to-paste curl command with a fresh
+// development API key.
 //
-//	go run ./examples/harvest           # serve until Ctrl-C
+//	go run ./examples/harvest -dev-key  # serve until Ctrl-C
 //	go run ./examples/harvest -demo     # ingest the bundled sample, search it, exit
 package main
 
@@ -72,6 +72,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&o.data, "data", "", "Bleve index directory (default: a temporary directory removed at exit)")
 	fs.StringVar(&o.queries, "demo-queries", "ransomware,flood risk,engineer cheltenham", "comma-separated searches -demo prints")
 	fs.DurationVar(&o.demoTimeout, "demo-timeout", time.Minute, "how long -demo waits for the sample to become searchable")
+	var creds api.Flags
+	creds.Register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -113,12 +115,21 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return errors.Join(err, rt.Close())
 	}
 
-	keys := api.NewKeyStore()
-	devKey, err := keys.Generate("dev", []string{api.ScopeWrite}, 24*time.Hour, "demo")
+	acfg, devKey, err := creds.Config(cfg.TLSClientCA, nil)
 	if err != nil {
-		return errors.Join(fmt.Errorf("harvest: dev key: %w", err), rt.Close())
+		return errors.Join(fmt.Errorf("harvest: %w", err), rt.Close())
 	}
-	ingest, err := api.New(api.Config{Hub: rt.Hub, Keys: keys, Logger: rt.Logger})
+	demoKey := devKey
+	if o.demo {
+		// The demo's own key: it lives only as long as the demo and is
+		// never printed whole.
+		demoKey, err = acfg.Keys.Generate("demo", []string{api.ScopeWrite, api.ScopeRead}, o.demoTimeout+time.Minute, "demo")
+		if err != nil {
+			return errors.Join(fmt.Errorf("harvest: demo key: %w", err), rt.Close())
+		}
+	}
+	acfg.Hub, acfg.Logger = rt.Hub, rt.Logger
+	ingest, err := api.New(acfg)
 	if err != nil {
 		return errors.Join(err, rt.Close())
 	}
@@ -127,15 +138,16 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return errors.Join(err, rt.Close())
 	}
 	rt.Mux.Handle("/v1/records", ingest.Handler())
-	d.Routes(rt.Mux)
-	svc.Routes(rt.Mux)
+	guard := ingest.Guard(api.ScopeRead, api.ScopeWrite)
+	d.Routes(rt.Mux, guard)
+	svc.Routes(rt.Mux, guard)
 
 	addr, err := rt.Listen()
 	if err != nil {
 		return errors.Join(err, rt.Close())
 	}
 	base := "http://" + addr.String()
-	printBanner(stdout, base, devKey, dataDir, o.data == "")
+	printBanner(stdout, base, devKey, demoKey, dataDir, o.data == "")
 
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
@@ -145,12 +157,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if !o.demo {
 		return <-runDone
 	}
-	demoErr := demo(ctx, stdout, base, devKey, idx, o)
+	demoErr := demo(ctx, stdout, base, demoKey, idx, o)
 	stopRun()
 	return errors.Join(demoErr, <-runDone)
 }
 
-func printBanner(w io.Writer, base, key, dataDir string, temp bool) {
+func printBanner(w io.Writer, base, devKey, demoKey, dataDir string, temp bool) {
 	where := dataDir
 	if temp {
 		where += " (temporary)"
@@ -159,19 +171,26 @@ func printBanner(w io.Writer, base, key, dataDir string, temp bool) {
   broker   memory (in process)
   index    Bleve in %s
   listen   %s
-  API key  %s   (dev key, 24h, scope %s)
+`, where, base)
+	switch {
+	case devKey != "":
+		fmt.Fprintf(w, `  API key  %s   (dev key, 24h, tenant dev, scopes %s %s)
 
 Ingest a record:
   curl -sS -X POST %s/v1/records \
     -H 'X-API-Key: %s' -H 'Content-Type: application/json' \
     -d '{"id":"ds-42","source":"gov-datasets","title":"Flood risk areas in Gloucestershire","body":"Flood risk zones for rivers and the sea","tags":["environment","flooding"]}'
 Search:
-  curl -sS '%s/v1/search?q=flood'
+  curl -sS -H 'X-API-Key: %s' '%s/v1/search?q=flood'
 Job status:
-  curl -sS %s/v1/jobs/gov-datasets:ds-42
-Health and metrics: %s/readyz  %s/metrics
-
-`, where, base, key, api.ScopeWrite, base, key, base, base, base, base)
+  curl -sS -H 'X-API-Key: %s' %s/v1/jobs/gov-datasets:ds-42
+`, devKey, api.ScopeWrite, api.ScopeRead, base, devKey, devKey, base, devKey, base)
+	case demoKey != "":
+		fmt.Fprintf(w, "  API key  %s…   (demo key, valid while the demo runs)\n", demoKey[:min(len(demoKey), 16)])
+	default:
+		fmt.Fprintf(w, "  API key  none: pass -dev-key to mint a 24h development key, or -keys with a keys file\n")
+	}
+	fmt.Fprintf(w, "Health and metrics: %s/readyz  %s/metrics\n\n", base, base)
 }
 
 // demo posts the sample through the HTTP API in NDJSON batches, waits until
@@ -214,7 +233,7 @@ func demo(ctx context.Context, w io.Writer, base, key string, idx indexer.Indexe
 		if q = strings.TrimSpace(q); q == "" {
 			continue
 		}
-		if err := printSearch(ctx, w, client, base, q); err != nil {
+		if err := printSearch(ctx, w, client, base, key, q); err != nil {
 			return err
 		}
 	}
@@ -222,12 +241,12 @@ func demo(ctx context.Context, w io.Writer, base, key string, idx indexer.Indexe
 	if err := json.Unmarshal(lines[len(lines)-1], &last); err != nil {
 		return fmt.Errorf("harvest: sample: %w", err)
 	}
-	return printJob(ctx, w, client, base, last.Source+":"+last.ID)
+	return printJob(ctx, w, client, base, key, last.Source+":"+last.ID)
 }
 
 // printJob waits (bounded by ctx) until dispatch reports the job indexed,
 // and prints its status.
-func printJob(ctx context.Context, w io.Writer, client *http.Client, base, docID string) error {
+func printJob(ctx context.Context, w io.Writer, client *http.Client, base, key, docID string) error {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -235,6 +254,7 @@ func printJob(ctx context.Context, w io.Writer, client *http.Client, base, docID
 		if err != nil {
 			return err
 		}
+		req.Header.Set("X-API-Key", key)
 		res, err := client.Do(req)
 		if err != nil {
 			return fmt.Errorf("harvest: job status: %w", err)
@@ -285,12 +305,13 @@ func waitCount(ctx context.Context, idx indexer.Indexer, want uint64) error {
 	}
 }
 
-func printSearch(ctx context.Context, w io.Writer, client *http.Client, base, q string) error {
+func printSearch(ctx context.Context, w io.Writer, client *http.Client, base, key, q string) error {
 	u := base + "/v1/search?size=3&q=" + url.QueryEscape(q)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return err
 	}
+	req.Header.Set("X-API-Key", key)
 	res, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("harvest: searching %q: %w", q, err)

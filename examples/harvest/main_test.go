@@ -5,14 +5,19 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/harvesthub/hub/examples/ingest/api"
 	"go.uber.org/goleak"
 )
 
@@ -32,8 +37,36 @@ func TestDemo(t *testing.T) {
 	require.Contains(t, s, "All 310 records are searchable")
 	require.Regexp(t, `GET /v1/search\?q=ransomware  -> \d+ hits\n\s+\d+\.\d+\s+cyber-advisories:ADV-`, s)
 	require.Regexp(t, `GET /v1/search\?q=flood\+risk  -> \d+ hits\n\s+\d+\.\d+\s+gov-datasets:ds-\d+\s+Flood risk areas`, s)
-	require.Contains(t, s, "curl -sS -X POST http://127.0.0.1:")
 	require.Regexp(t, `GET /v1/jobs/careers:job-\d+\n  \{"doc_id":"careers:job-\d+","status":"indexed"`, s)
+	require.Regexp(t, `API key  hh_demo_\S{8}…   \(demo key, valid while the demo runs\)`, s, "the demo's key is shown cut short")
+	require.NotContains(t, s, "24h", "no 24h key unless asked for")
+}
+
+// Without -dev-key, harvest mints no key and prints none.
+func TestNoDevKeyUnlessAsked(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		err := run(ctx, []string{"-listen", "127.0.0.1:0", "-data", t.TempDir()}, pw)
+		_ = pw.Close()
+		done <- err
+	}()
+	sc := bufio.NewScanner(pr)
+	var banner []string
+	for sc.Scan() {
+		banner = append(banner, sc.Text())
+		if strings.HasPrefix(sc.Text(), "Health and metrics") {
+			break
+		}
+	}
+	cancel()
+	go func() { _, _ = io.Copy(io.Discard, pr) }()
+	require.NoError(t, <-done)
+	text := strings.Join(banner, "\n")
+	require.Contains(t, text, "API key  none: pass -dev-key")
+	require.NotContains(t, text, "hh_")
+	require.Contains(t, text, "listen   http://127.0.0.1:")
 }
 
 func TestSampleIsValid(t *testing.T) {
@@ -72,7 +105,7 @@ func startHarvest(t *testing.T, args ...string) *harvest {
 	pr, pw := io.Pipe()
 	h := &harvest{stop: cancel, done: make(chan error, 1)}
 	go func() {
-		err := run(ctx, append([]string{"-listen", "127.0.0.1:0", "-data", t.TempDir()}, args...), pw)
+		err := run(ctx, append([]string{"-listen", "127.0.0.1:0", "-data", t.TempDir(), "-dev-key"}, args...), pw)
 		_ = pw.Close()
 		h.done <- err
 	}()
@@ -159,7 +192,7 @@ func TestEndToEndInProcess(t *testing.T) {
 		} `json:"hits"`
 	}
 	search := func(q string) bool {
-		status, body := h.do(t, "GET", "/v1/search?q="+url.QueryEscape(q), "", "", "")
+		status, body := h.do(t, "GET", "/v1/search?q="+url.QueryEscape(q), "", h.key, "")
 		require.Equal(t, http.StatusOK, status, body)
 		require.NoError(t, json.Unmarshal([]byte(body), &res))
 		return res.Total > 0
@@ -176,7 +209,7 @@ func TestEndToEndInProcess(t *testing.T) {
 		Index  string `json:"index"`
 	}
 	eventually(t, 10*time.Second, "the job reported indexed", func() bool {
-		status, body := h.do(t, "GET", "/v1/jobs/cyber-advisories:ADV-9001", "", "", "")
+		status, body := h.do(t, "GET", "/v1/jobs/cyber-advisories:ADV-9001", "", h.key, "")
 		require.Equal(t, http.StatusOK, status, body)
 		require.NoError(t, json.Unmarshal([]byte(body), &job))
 		return job.Status == "indexed"
@@ -203,4 +236,103 @@ func TestRejectsBadFlags(t *testing.T) {
 	require.ErrorContains(t, err, "-broker")
 	err = run(context.Background(), []string{"-no-such-flag"}, io.Discard)
 	require.Error(t, err)
+}
+
+// writeKeys writes a keys file with one key per tenant (records:write and
+// records:read) and returns the keys, by tenant.
+func writeKeys(t *testing.T, tenants ...string) (path string, keys map[string]string) {
+	t.Helper()
+	keys = map[string]string{}
+	var entries []api.KeyEntry
+	for i, tn := range tenants {
+		id := fmt.Sprintf("k%d", i)
+		key := api.FormatKey(id, strings.Repeat(string(rune('a'+i)), 43))
+		keys[tn] = key
+		entries = append(entries, api.KeyEntry{ID: id, Hash: api.HashKey(key), Scopes: []string{api.ScopeWrite, api.ScopeRead}, Tenant: tn})
+	}
+	b, err := json.Marshal(entries)
+	require.NoError(t, err)
+	path = filepath.Join(t.TempDir(), "keys.json")
+	require.NoError(t, os.WriteFile(path, b, 0o600))
+	return path, keys
+}
+
+// Two tenants post the same source and id: neither overwrites, reads or
+// finds the other's document or job, through the real HTTP API.
+func TestTenantsAreIsolated(t *testing.T) {
+	path, keys := writeKeys(t, "acme", "initech")
+	h := startHarvest(t, "-keys", path)
+	a, b := keys["acme"], keys["initech"]
+
+	post := func(key, title string) {
+		status, body := h.do(t, "POST", "/v1/records", "application/json", key, `{"id":"r1","source":"web","title":"`+title+`"}`)
+		require.Equal(t, http.StatusAccepted, status, body)
+	}
+	type hit struct {
+		DocID string `json:"doc_id"`
+		Title string `json:"title"`
+	}
+	search := func(key, q string) (int, []hit) {
+		status, body := h.do(t, "GET", "/v1/search?q="+url.QueryEscape(q), "", key, "")
+		var res struct{ Hits []hit }
+		if status == http.StatusOK {
+			require.NoError(t, json.Unmarshal([]byte(body), &res))
+		}
+		return status, res.Hits
+	}
+	post(a, "acme original")
+	eventually(t, 10*time.Second, "acme's document searchable", func() bool { _, hits := search(a, "original"); return len(hits) == 1 })
+
+	// initech posts the same source and id: a document of its own.
+	post(b, "initech intruder")
+	eventually(t, 10*time.Second, "initech's document searchable", func() bool { _, hits := search(b, "intruder"); return len(hits) == 1 })
+	_, hits := search(a, "")
+	require.Equal(t, []hit{{DocID: "web:r1", Title: "acme original"}}, hits, "acme's document is untouched")
+	_, hits = search(a, "intruder")
+	require.Empty(t, hits, "acme does not see initech's")
+	_, hits = search(b, "original")
+	require.Empty(t, hits, "initech does not see acme's")
+
+	// Jobs: each tenant reads its own.
+	job := func(key string) (int, string) { return h.do(t, "GET", "/v1/jobs/web:r1", "", key, "") }
+	eventually(t, 10*time.Second, "both jobs indexed", func() bool {
+		sa, ba := job(a)
+		sb, bb := job(b)
+		return sa == 200 && sb == 200 && strings.Contains(ba, `"tenant":"acme"`) && strings.Contains(bb, `"tenant":"initech"`) &&
+			strings.Contains(ba, `"status":"indexed"`) && strings.Contains(bb, `"status":"indexed"`)
+	})
+
+	// Without credentials, nothing is served.
+	for _, path := range []string{"/v1/search?q=original", "/v1/jobs/web:r1", "/v1/stats"} {
+		status, body := h.do(t, "GET", path, "", "", "")
+		require.Equal(t, http.StatusUnauthorized, status, "%s: %s", path, body)
+		require.NotContains(t, body, "original")
+	}
+
+	// A re-harvest with a changed title updates acme's document; an exact
+	// repeat changes nothing.
+	post(a, "acme corrected")
+	eventually(t, 10*time.Second, "acme's update indexed", func() bool { _, hits := search(a, "corrected"); return len(hits) == 1 })
+	_, hits = search(b, "")
+	require.Equal(t, []hit{{DocID: "web:r1", Title: "initech intruder"}}, hits)
+}
+
+// The search language is the documented safe one, and paging is bounded:
+// the requests that once pinned the CPU or panicked a handler are 400s.
+func TestSearchAbuseIsRefused(t *testing.T) {
+	h := startHarvest(t)
+	for _, q := range []string{
+		"q=" + url.QueryEscape(strings.Repeat("/.*/ ", 8)),
+		"q=" + url.QueryEscape(strings.Repeat("a* ", 340)),
+		"q=" + url.QueryEscape("*ware"),
+		"q=" + url.QueryEscape("ransomware~2"),
+		"q=x&from=9223372036854775802",
+		"q=x&size=100000",
+	} {
+		status, body := h.do(t, "GET", "/v1/search?"+q, "", h.key, "")
+		require.Equal(t, http.StatusBadRequest, status, "%.80s: %s", q, body)
+		require.Contains(t, body, `"status":400`)
+	}
+	status, body := h.do(t, "GET", "/readyz", "", "", "")
+	require.Equal(t, http.StatusOK, status, "still serving: %s", body)
 }

@@ -20,6 +20,7 @@ import (
 	"syscall"
 
 	"github.com/harvesthub/hub/examples/index/indexer"
+	"github.com/harvesthub/hub/examples/ingest/api"
 	"github.com/harvesthub/hub/examples/internal/platform"
 )
 
@@ -90,8 +91,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg.RegisterFlags(fs)
 	var o options
 	o.register(fs)
+	var creds api.Flags
+	creds.Register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	acfg, _, err := creds.Config(cfg.TLSClientCA, stderr)
+	if err != nil {
+		return fmt.Errorf("index: %w", err)
 	}
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -113,9 +120,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	rt.AddCloser(idx.Close) // runs last of the two
 	rt.AddCloser(svc.Close) // after the hub drained
 	rt.AddReadiness(idx.Name(), idx.Ping)
+	acfg.Logger = rt.Logger
+	auth, err := api.New(acfg) // no Hub: it only authenticates
+	if err != nil {
+		return errors.Join(err, rt.Close())
+	}
+	rt.AddCloser(auth.Close)
 	if err := svc.Register(rt.Hub); err != nil {
 		return errors.Join(err, rt.Close())
 	}
-	svc.Routes(rt.Mux)
+	svc.Routes(rt.Mux, auth.Guard(api.ScopeRead, api.ScopeWrite))
 	return rt.Run(ctx)
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/harvesthub/hub"
 	"github.com/harvesthub/hub/examples/internal/records"
+	"github.com/harvesthub/hub/examples/internal/tenant"
 	"github.com/harvesthub/hub/retry"
 )
 
@@ -83,29 +84,49 @@ func (d *Dispatcher) indexed(ctx context.Context, m hub.Message[records.DocIndex
 	return nil
 }
 
-// Routes adds GET /v1/jobs/{id} to mux.
-func (d *Dispatcher) Routes(mux *http.ServeMux) {
+// Guard wraps a handler with authentication: it serves only callers with
+// a valid credential and puts their tenant in the request context
+// (tenant.With). The ingest API's Server.Require is one.
+type Guard func(http.Handler) http.Handler
+
+// Routes adds GET /v1/jobs/{id} to mux, behind guard. id is the record's
+// "<source>:<id>"; a caller sees only its own tenant's jobs.
+func (d *Dispatcher) Routes(mux *http.ServeMux, guard Guard) {
 	if d.cfg.Durable != nil {
-		mux.HandleFunc("GET /v1/jobs/{id}", d.getDurableJob)
+		mux.Handle("GET /v1/jobs/{id...}", guard(http.HandlerFunc(d.getDurableJob)))
 		return
 	}
-	mux.HandleFunc("GET /v1/jobs/{id}", d.getJob)
+	mux.Handle("GET /v1/jobs/{id...}", guard(http.HandlerFunc(d.getJob)))
 }
 
 func (d *Dispatcher) getJob(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	job, ok := d.jobs.Get(id)
+	t, ok := tenant.From(r.Context())
 	if !ok {
-		w.Header().Set("Content-Type", "application/problem+json")
-		w.WriteHeader(http.StatusNotFound)
-		_ = json.NewEncoder(w).Encode(map[string]any{
-			"type":   "about:blank",
-			"title":  "Not Found",
-			"status": http.StatusNotFound,
-			"detail": fmt.Sprintf("no recent job for document %q (IDs are <source>:<id>; the table keeps the latest %d)", id, d.jobs.max),
-		})
+		// Fail closed: a route registered without a guard serves nothing.
+		writeProblem(w, http.StatusUnauthorized, "credentials are required")
 		return
 	}
+	id := r.PathValue("id")
+	job, ok := d.jobs.Get(tenant.Prefix(t) + id)
+	if !ok {
+		if len(id) > 300 {
+			id = id[:300] + "..."
+		}
+		writeProblem(w, http.StatusNotFound, fmt.Sprintf("no recent job for document %q (IDs are <source>:<id>; the table keeps the latest %d)", id, d.jobs.max))
+		return
+	}
+	job.DocID = id
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(job)
+}
+
+func writeProblem(w http.ResponseWriter, status int, detail string) {
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"type":   "about:blank",
+		"title":  http.StatusText(status),
+		"status": status,
+		"detail": detail,
+	})
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/harvesthub/hub"
 	"github.com/harvesthub/hub/examples/internal/records"
+	"github.com/harvesthub/hub/examples/internal/tenant"
 	"github.com/harvesthub/hub/hubtest"
 )
 
@@ -32,18 +33,24 @@ func TestNormalise(t *testing.T) {
 				URL: " https://data.example.gov.uk/ds-1 ", Tenant: " acme ", IngestedAt: t0,
 			},
 			want: records.IndexJob{
-				DocID: "gov-datasets:ds-1", Source: "gov-datasets", Title: "Flood risk areas in Wales",
+				DocID: "acme/gov-datasets:ds-1", Source: "gov-datasets", Title: "Flood risk areas in Wales",
 				Body: "The flood risk zones for the rivers and the sea.", Tags: []string{"environment", "flooding", "open data"},
 				URL: "https://data.example.gov.uk/ds-1", Tenant: "acme", Language: "en", IngestedAt: t0,
 			},
 		},
 		{
 			name: "no tags stay nil, short text is undetermined",
-			in:   records.RecordIngested{ID: "1", Source: "careers", Title: "Linguist"},
-			want: records.IndexJob{DocID: "careers:1", Source: "careers", Title: "Linguist", Language: Undetermined},
+			in:   records.RecordIngested{ID: "1", Source: "careers", Title: "Linguist", Tenant: "key:dev"},
+			want: records.IndexJob{DocID: "key:dev/careers:1", Source: "careers", Title: "Linguist", Tenant: "key:dev", Language: Undetermined},
 		},
+		{
+			name: "the tenant is escaped in the DocID",
+			in:   records.RecordIngested{ID: "1", Source: "careers", Title: "Linguist", Tenant: "a/b"},
+			want: records.IndexJob{DocID: "a%2Fb/careers:1", Source: "careers", Title: "Linguist", Tenant: "a/b", Language: Undetermined},
+		},
+		{name: "no tenant", in: records.RecordIngested{ID: "1", Source: "s", Title: "t", Tenant: " "}, err: "empty tenant"},
 		{name: "blank id", in: records.RecordIngested{ID: " ", Source: "s", Title: "t"}, err: "empty id"},
-		{name: "everything missing", in: records.RecordIngested{}, err: "empty id, source, title"},
+		{name: "everything missing", in: records.RecordIngested{}, err: "empty id, source, title, tenant"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -129,32 +136,32 @@ func newDispatcher(t *testing.T) (*Dispatcher, *hubtest.Harness) {
 
 func TestDispatchPublishesIndexJobs(t *testing.T) {
 	d, th := newDispatcher(t)
-	hubtest.Send(t, th, records.TopicIngested, records.RecordIngested{ID: "ADV-1", Source: "Cyber-Advisories", Title: " Ransomware  targeting email servers", Tags: []string{"Ransomware", "ransomware"}, IngestedAt: t0},
+	hubtest.Send(t, th, records.TopicIngested, records.RecordIngested{ID: "ADV-1", Source: "Cyber-Advisories", Title: " Ransomware  targeting email servers", Tags: []string{"Ransomware", "ransomware"}, IngestedAt: t0, Tenant: "acme"},
 		hub.WithMetadata(hub.KeyCorrelationID, "req-42"))
 	th.Settle(t)
 
 	jobs := hubtest.Published[records.IndexJob](t, th, records.TopicIndexJob)
 	require.Len(t, jobs, 1)
-	require.Equal(t, "cyber-advisories:ADV-1", jobs[0].DocID)
+	require.Equal(t, "acme/cyber-advisories:ADV-1", jobs[0].DocID)
 	require.Equal(t, "Ransomware targeting email servers", jobs[0].Title)
 	require.Equal(t, []string{"ransomware"}, jobs[0].Tags)
 	msgs := th.Messages(records.TopicIndexJob)
 	require.Equal(t, "req-42", msgs[0].Metadata.Get(hub.KeyCorrelationID), "the correlation ID follows the record")
 
-	job, ok := d.Jobs().Get("cyber-advisories:ADV-1")
+	job, ok := d.Jobs().Get("acme/cyber-advisories:ADV-1")
 	require.True(t, ok)
 	require.Equal(t, StatusDispatched, job.Status)
 	require.Equal(t, "req-42", job.CorrelationID)
 
-	hubtest.Send(t, th, records.TopicIndexed, records.DocIndexed{DocID: "cyber-advisories:ADV-1", IndexedAt: t0.Add(time.Second), Index: "bleve"})
+	hubtest.Send(t, th, records.TopicIndexed, records.DocIndexed{DocID: "acme/cyber-advisories:ADV-1", IndexedAt: t0.Add(time.Second), Index: "bleve"})
 	th.Settle(t)
-	job, _ = d.Jobs().Get("cyber-advisories:ADV-1")
+	job, _ = d.Jobs().Get("acme/cyber-advisories:ADV-1")
 	require.Equal(t, StatusIndexed, job.Status)
 }
 
 func TestDispatchDeadLettersInvalidRecords(t *testing.T) {
 	_, th := newDispatcher(t)
-	hubtest.Send(t, th, records.TopicIngested, records.RecordIngested{ID: "1", Source: "s"})
+	hubtest.Send(t, th, records.TopicIngested, records.RecordIngested{ID: "1", Source: "s", Tenant: "acme"})
 	th.Settle(t)
 	require.Empty(t, th.Messages(records.TopicIndexJob))
 	dead := th.DeadLetters(records.TopicIngested)
@@ -165,33 +172,53 @@ func TestDispatchDeadLettersInvalidRecords(t *testing.T) {
 func TestGetJob(t *testing.T) {
 	d, err := New(Config{})
 	require.NoError(t, err)
-	d.Jobs().Dispatched("careers:job-1", "careers", "", "", t0, t0)
+	d.Jobs().Dispatched("acme/careers:job-1", "careers", "acme", "", t0, t0)
+	d.Jobs().Dispatched("acme/careers:a/b", "careers", "acme", "", t0, t0)
 	mux := http.NewServeMux()
-	d.Routes(mux)
+	d.Routes(mux, headerGuard)
 
 	tests := []struct {
+		tenant string
 		path   string
 		status int
 		ctype  string
+		id     string
 	}{
-		{"/v1/jobs/careers:job-1", http.StatusOK, "application/json"},
-		{"/v1/jobs/careers%3Ajob-1", http.StatusOK, "application/json"},
-		{"/v1/jobs/careers:nope", http.StatusNotFound, "application/problem+json"},
+		{"acme", "/v1/jobs/careers:job-1", http.StatusOK, "application/json", "careers:job-1"},
+		{"acme", "/v1/jobs/careers%3Ajob-1", http.StatusOK, "application/json", "careers:job-1"},
+		{"acme", "/v1/jobs/careers:a/b", http.StatusOK, "application/json", "careers:a/b"},
+		{"acme", "/v1/jobs/careers:nope", http.StatusNotFound, "application/problem+json", ""},
+		{"other", "/v1/jobs/careers:job-1", http.StatusNotFound, "application/problem+json", ""},
+		{"", "/v1/jobs/careers:job-1", http.StatusUnauthorized, "application/problem+json", ""},
 	}
 	for _, tt := range tests {
-		t.Run(tt.path, func(t *testing.T) {
+		t.Run(tt.tenant+tt.path, func(t *testing.T) {
 			rec := httptest.NewRecorder()
-			mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, tt.path, nil))
+			req := httptest.NewRequest(http.MethodGet, tt.path, nil)
+			req.Header.Set("X-Test-Tenant", tt.tenant)
+			mux.ServeHTTP(rec, req)
 			require.Equal(t, tt.status, rec.Code)
 			require.Equal(t, tt.ctype, rec.Header().Get("Content-Type"))
 			if tt.status == http.StatusOK {
 				var job Job
 				require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &job))
-				require.Equal(t, "careers:job-1", job.DocID)
+				require.Equal(t, tt.id, job.DocID)
 				require.Equal(t, StatusDispatched, job.Status)
 			}
 		})
 	}
+}
+
+// headerGuard is a test Guard: the tenant is the X-Test-Tenant header. The
+// real one (the ingest API's Require) is tested through HTTP in
+// examples/harvest.
+func headerGuard(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if t := r.Header.Get("X-Test-Tenant"); t != "" {
+			r = r.WithContext(tenant.With(r.Context(), t))
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 func TestNewRejectsNegative(t *testing.T) {

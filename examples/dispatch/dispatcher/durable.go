@@ -12,6 +12,7 @@ import (
 
 	"github.com/harvesthub/hub"
 	"github.com/harvesthub/hub/examples/internal/records"
+	"github.com/harvesthub/hub/examples/internal/tenant"
 	"github.com/harvesthub/hub/idempotency/pgstore"
 	"github.com/harvesthub/hub/jobs"
 	"github.com/harvesthub/hub/jobs/pgjobs"
@@ -71,8 +72,18 @@ func (d *Dispatcher) indexedDurable(ctx context.Context, m hub.Message[records.D
 }
 
 func (d *Dispatcher) getDurableJob(w http.ResponseWriter, r *http.Request) {
+	t, ok := tenant.From(r.Context())
+	if !ok {
+		// Fail closed: a route registered without a guard serves nothing.
+		writeProblem(w, http.StatusUnauthorized, "credentials are required")
+		return
+	}
 	id := r.PathValue("id")
-	job, err := d.cfg.Durable.Jobs.Get(r.Context(), id)
+	if len(id) > 600 {
+		writeProblem(w, http.StatusNotFound, "no job for so long an ID")
+		return
+	}
+	job, err := d.cfg.Durable.Jobs.Get(r.Context(), tenant.Prefix(t)+id)
 	if err != nil {
 		status, title, detail := http.StatusInternalServerError, "Internal Server Error", "the job store is unavailable"
 		if errors.Is(err, jobs.ErrNotFound) {

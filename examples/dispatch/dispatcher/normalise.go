@@ -7,6 +7,7 @@ import (
 	"unicode"
 
 	"github.com/harvesthub/hub/examples/internal/records"
+	"github.com/harvesthub/hub/examples/internal/tenant"
 )
 
 // ErrInvalidRecord is returned by Normalise for a record that cannot be
@@ -16,7 +17,7 @@ var ErrInvalidRecord = errors.New("dispatcher: invalid record")
 // Normalise turns an ingested record into an index job: ID, source and text
 // fields are trimmed with inner whitespace collapsed to one space, the source
 // is lowercased, tags are lowercased, collapsed and deduplicated in order,
-// the DocID is "<source>:<id>", and the language is guessed from the title
+// the DocID is "<tenant>/<source>:<id>" (tenant.DocID), and the language is guessed from the title
 // and body.
 func Normalise(r records.RecordIngested) (records.IndexJob, error) {
 	id := collapse(r.ID)
@@ -32,18 +33,24 @@ func Normalise(r records.RecordIngested) (records.IndexJob, error) {
 	if title == "" {
 		missing = append(missing, "title")
 	}
+	owner := strings.TrimSpace(r.Tenant)
+	if owner == "" {
+		// A document without a tenant could be nobody's to search, or
+		// everybody's: refuse it.
+		missing = append(missing, "tenant")
+	}
 	if len(missing) > 0 {
 		return records.IndexJob{}, fmt.Errorf("%w: empty %s", ErrInvalidRecord, strings.Join(missing, ", "))
 	}
 	body := collapse(r.Body)
 	return records.IndexJob{
-		DocID:      source + ":" + id,
+		DocID:      tenant.DocID(owner, source, id),
 		Source:     source,
 		Title:      title,
 		Body:       body,
 		Tags:       NormaliseTags(r.Tags),
 		URL:        strings.TrimSpace(r.URL),
-		Tenant:     strings.TrimSpace(r.Tenant),
+		Tenant:     owner,
 		Language:   DetectLanguage(title + " " + body),
 		IngestedAt: r.IngestedAt,
 	}, nil

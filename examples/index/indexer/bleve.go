@@ -12,7 +12,6 @@ import (
 	"github.com/blevesearch/bleve/v2/analysis/analyzer/keyword"
 	"github.com/blevesearch/bleve/v2/analysis/analyzer/standard"
 	"github.com/blevesearch/bleve/v2/mapping"
-	"github.com/blevesearch/bleve/v2/search/query"
 
 	"github.com/harvesthub/hub/examples/internal/records"
 	"github.com/harvesthub/hub/retry"
@@ -115,29 +114,32 @@ func (b *Bleve) Index(ctx context.Context, docs []records.IndexJob) []error {
 	return errs
 }
 
-// Search runs a Bleve query-string query (empty: match all).
+// Search runs q (see ParseQuery) on the tenant's documents. It never
+// hands user text to Bleve's query-string parser.
 func (b *Bleve) Search(ctx context.Context, q Query) (Result, error) {
-	q = q.withDefaults()
+	q, clauses, err := q.prepare()
+	if err != nil {
+		return Result{}, err
+	}
 	idx, done, err := b.index()
 	if err != nil {
 		return Result{}, err
 	}
 	defer done()
-	var bq query.Query = bleve.NewMatchAllQuery()
-	if q.Text != "" {
-		bq = bleve.NewQueryStringQuery(q.Text)
-	}
-	req := bleve.NewSearchRequestOptions(bq, q.Size, q.From, false)
+	req := bleve.NewSearchRequestOptions(bleveQuery(q.Tenant, clauses), q.Size, q.From, false)
 	req.Fields = []string{"title", "source", "url", "tags"}
 	req.SortBy([]string{"-_score", "_id"}) // ties in a stable order
 	res, err := idx.SearchInContext(ctx, req)
 	if err != nil {
-		return Result{}, fmt.Errorf("%w: %w", ErrBadQuery, err)
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return Result{}, fmt.Errorf("indexer: search: %w", ctxErr)
+		}
+		return Result{}, fmt.Errorf("indexer: search: %w", err)
 	}
 	out := Result{Query: q.Text, Total: res.Total, Took: res.Took, Hits: make([]Hit, 0, len(res.Hits))}
 	out.TookMS = float64(res.Took.Microseconds()) / 1000
 	for _, h := range res.Hits {
-		hit := Hit{DocID: h.ID, Score: h.Score}
+		hit := Hit{DocID: localID(q.Tenant, h.ID), Score: h.Score}
 		hit.Title, _ = h.Fields["title"].(string)
 		hit.Source, _ = h.Fields["source"].(string)
 		hit.URL, _ = h.Fields["url"].(string)
@@ -156,7 +158,8 @@ func (b *Bleve) Search(ctx context.Context, q Query) (Result, error) {
 	return out, nil
 }
 
-// ErrBadQuery wraps a query the backend cannot parse.
+// ErrBadQuery wraps a query the language refuses (see ParseQuery) or the
+// backend cannot run.
 var ErrBadQuery = errors.New("indexer: bad query")
 
 // Count returns the number of documents.

@@ -3,9 +3,12 @@ package indexer
 import (
 	"context"
 	"fmt"
+	"math"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 
@@ -25,9 +28,9 @@ func openBleve(t *testing.T, dir string) *Bleve {
 
 func sampleJobs() []records.IndexJob {
 	return []records.IndexJob{
-		{DocID: "cyber-advisories:ADV-1", Source: "cyber-advisories", Title: "Ransomware targeting email servers", Body: "Apply updates and keep offline backups", Tags: []string{"ransomware", "critical"}, URL: "https://advisories.example.org/1", Language: "en", IngestedAt: t0},
-		{DocID: "gov-datasets:ds-1", Source: "gov-datasets", Title: "Flood risk areas in Wales", Body: "Flood zones for rivers and the sea", Tags: []string{"environment", "flooding"}, IngestedAt: t0},
-		{DocID: "careers:job-1", Source: "careers", Title: "Software Engineer, Platform Engineering – Cheltenham", Body: "Join the platform team", Tags: []string{"engineering", "go"}, IngestedAt: t0},
+		{DocID: testTenant + "/cyber-advisories:ADV-1", Tenant: testTenant, Source: "cyber-advisories", Title: "Ransomware targeting email servers", Body: "Apply updates and keep offline backups", Tags: []string{"ransomware", "critical"}, URL: "https://advisories.example.org/1", Language: "en", IngestedAt: t0},
+		{DocID: testTenant + "/gov-datasets:ds-1", Tenant: testTenant, Source: "gov-datasets", Title: "Flood risk areas in Wales", Body: "Flood zones for rivers and the sea", Tags: []string{"environment", "flooding"}, IngestedAt: t0},
+		{DocID: testTenant + "/careers:job-1", Tenant: testTenant, Source: "careers", Title: "Software Engineer, Platform Engineering – Cheltenham", Body: "Join the platform team", Tags: []string{"engineering", "go"}, IngestedAt: t0},
 	}
 }
 
@@ -55,10 +58,16 @@ func TestBleveIndexAndSearch(t *testing.T) {
 		{"source:careers", []string{"careers:job-1"}},
 		{"+engineer +cheltenham", []string{"careers:job-1"}},
 		{"kubernetes", nil},
+		{`"flood risk"`, []string{"gov-datasets:ds-1"}},
+		{`"risk flood"`, nil},
+		{"ranso*", []string{"cyber-advisories:ADV-1"}},
+		{"title:engin*", []string{"careers:job-1"}},
+		{"flood -wales", nil},
+		{"-ransomware", []string{"careers:job-1", "gov-datasets:ds-1"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.q, func(t *testing.T) {
-			res, err := b.Search(context.Background(), Query{Text: tt.q})
+			res, err := b.Search(context.Background(), Query{Tenant: testTenant, Text: tt.q})
 			require.NoError(t, err)
 			var ids []string
 			for _, h := range res.Hits {
@@ -71,11 +80,11 @@ func TestBleveIndexAndSearch(t *testing.T) {
 		})
 	}
 
-	res, err := b.Search(context.Background(), Query{Text: "ransomware"})
+	res, err := b.Search(context.Background(), Query{Tenant: testTenant, Text: "ransomware"})
 	require.NoError(t, err)
 	require.Equal(t, Hit{DocID: "cyber-advisories:ADV-1", Title: "Ransomware targeting email servers", Score: res.Hits[0].Score, Source: "cyber-advisories", URL: "https://advisories.example.org/1", Tags: []string{"ransomware", "critical"}}, res.Hits[0])
 
-	all, err := b.Search(context.Background(), Query{Size: 2})
+	all, err := b.Search(context.Background(), Query{Tenant: testTenant, Size: 2})
 	require.NoError(t, err)
 	require.EqualValues(t, 3, all.Total, "empty query matches all")
 	require.Len(t, all.Hits, 2, "size bounds the hits")
@@ -92,7 +101,7 @@ func TestBleveIsIdempotentByDocID(t *testing.T) {
 	n, err := b.Count(context.Background())
 	require.NoError(t, err)
 	require.EqualValues(t, 3, n)
-	res, err := b.Search(context.Background(), Query{Text: "flood"})
+	res, err := b.Search(context.Background(), Query{Tenant: testTenant, Text: "flood"})
 	require.NoError(t, err)
 	require.Len(t, res.Hits, 1)
 	require.Equal(t, "Flood risk areas in Scotland", res.Hits[0].Title, "the last version wins")
@@ -125,7 +134,7 @@ func TestBleveRejectsJobWithoutDocID(t *testing.T) {
 
 func TestBleveBadQuery(t *testing.T) {
 	b := openBleve(t, t.TempDir())
-	_, err := b.Search(context.Background(), Query{Text: "title:/[/"})
+	_, err := b.Search(context.Background(), Query{Tenant: testTenant, Text: "title:/[/"})
 	require.ErrorIs(t, err, ErrBadQuery)
 }
 
@@ -139,7 +148,7 @@ func TestBleveConcurrentIndexAndSearch(t *testing.T) {
 			for i := range 25 {
 				job := records.IndexJob{DocID: fmt.Sprintf("s:%d-%d", w, i), Source: "s", Title: fmt.Sprintf("document %d", i)}
 				require.NoError(t, b.Index(context.Background(), []records.IndexJob{job})[0])
-				_, err := b.Search(context.Background(), Query{Text: "document"})
+				_, err := b.Search(context.Background(), Query{Tenant: testTenant, Text: "document"})
 				require.NoError(t, err)
 			}
 		}()
@@ -153,4 +162,93 @@ func TestBleveConcurrentIndexAndSearch(t *testing.T) {
 func TestOpenBleveEmptyDir(t *testing.T) {
 	_, err := OpenBleve("")
 	require.ErrorContains(t, err, "-data")
+}
+
+func TestBleveSearchIsTenantScoped(t *testing.T) {
+	b := openBleve(t, t.TempDir())
+	indexAll(t, b, sampleJobs())
+	other := sampleJobs()[0]
+	other.DocID, other.Tenant, other.Title = "t2/cyber-advisories:ADV-1", "t2", "Ransomware in another tenant"
+	indexAll(t, b, []records.IndexJob{other})
+
+	res, err := b.Search(context.Background(), Query{Tenant: testTenant, Text: "ransomware"})
+	require.NoError(t, err)
+	require.Len(t, res.Hits, 1)
+	require.Equal(t, "Ransomware targeting email servers", res.Hits[0].Title, "t1's own document, untouched by t2's of the same source and id")
+	res, err = b.Search(context.Background(), Query{Tenant: "t2"})
+	require.NoError(t, err)
+	require.EqualValues(t, 1, res.Total)
+	require.Equal(t, "cyber-advisories:ADV-1", res.Hits[0].DocID)
+	res, err = b.Search(context.Background(), Query{Tenant: "t3"})
+	require.NoError(t, err)
+	require.Zero(t, res.Total)
+	_, err = b.Search(context.Background(), Query{Text: "ransomware"})
+	require.ErrorIs(t, err, ErrNoTenant)
+}
+
+func TestBleveSearchRefusesExpensiveQueries(t *testing.T) {
+	b := openBleve(t, t.TempDir())
+	indexAll(t, b, sampleJobs())
+	tests := []struct {
+		name string
+		q    Query
+	}{
+		{"regexp", Query{Text: "/.*/"}},
+		{"field regexp", Query{Text: "title:/.*/"}},
+		{"leading wildcard", Query{Text: "*ware"}},
+		{"inner wildcard", Query{Text: "ran*ware"}},
+		{"single char wildcard", Query{Text: "ransomwar?"}},
+		{"short prefix", Query{Text: "a*"}},
+		{"many prefixes", Query{Text: "abc* abd* abe* abf* abg*"}},
+		{"fuzzy", Query{Text: "ransomware~2"}},
+		{"boost", Query{Text: "ransomware^10"}},
+		{"range", Query{Text: "ingested_at:>2020"}},
+		{"unknown field", Query{Text: "tenant:t2"}},
+		{"too many clauses", Query{Text: strings.Repeat("flood ", MaxClauses+1)}},
+		{"too long", Query{Text: strings.Repeat("a", MaxQueryBytes+1)}},
+		{"open phrase", Query{Text: `"flood risk`}},
+		{"size", Query{Size: MaxSize + 1}},
+		{"from overflow", Query{From: math.MaxInt64 - 5}},
+		{"window", Query{From: MaxResultWindow}},
+		{"negative from", Query{From: -1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.q.Tenant = testTenant
+			_, err := b.Search(context.Background(), tt.q)
+			require.ErrorIs(t, err, ErrBadQuery)
+		})
+	}
+}
+
+func TestBleveSearchHonoursContext(t *testing.T) {
+	b := openBleve(t, t.TempDir())
+	indexAll(t, b, sampleJobs())
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := b.Search(ctx, Query{Tenant: testTenant, Text: "flood"})
+	require.ErrorIs(t, err, context.Canceled)
+}
+
+func FuzzParseQuery(f *testing.F) {
+	for _, s := range []string{"flood", `"flood risk"`, "eng*", "+a -b", "tags:x", "/.*/", "a*", `title:"x y"`, "-", "+:", `"`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, q string) {
+		clauses, err := ParseQuery(q)
+		if err != nil {
+			require.ErrorIs(t, err, ErrBadQuery)
+			return
+		}
+		require.LessOrEqual(t, len(clauses), MaxClauses)
+		for _, c := range clauses {
+			require.NotEmpty(t, c.Text)
+			if c.Kind == Prefix {
+				require.GreaterOrEqual(t, utf8.RuneCountInString(c.Text), MinPrefix)
+			}
+			if c.Kind != Phrase {
+				require.False(t, strings.ContainsAny(c.Text, forbidden), c.Text)
+			}
+		}
+	})
 }

@@ -298,20 +298,15 @@ func (e *Elastic) bulk(ctx context.Context, docs []records.IndexJob, pending []i
 // Search runs a simple_query_string query over title (boosted), body and
 // tags; empty text matches all.
 func (e *Elastic) Search(ctx context.Context, q Query) (Result, error) {
-	q = q.withDefaults()
+	q, clauses, err := q.prepare()
+	if err != nil {
+		return Result{}, err
+	}
 	if e.closed.Load() {
 		return Result{}, ErrClosed
 	}
-	var query any = map[string]any{"match_all": map[string]any{}}
-	if q.Text != "" {
-		query = map[string]any{"simple_query_string": map[string]any{
-			"query":            q.Text,
-			"fields":           []string{"title^2", "body", "tags"},
-			"default_operator": "and",
-		}}
-	}
 	body, err := json.Marshal(map[string]any{
-		"query":            query,
+		"query":            elasticQuery(q.Tenant, clauses),
 		"size":             q.Size,
 		"from":             q.From,
 		"track_total_hits": true,
@@ -355,7 +350,7 @@ func (e *Elastic) Search(ctx context.Context, q Query) (Result, error) {
 		Hits: make([]Hit, 0, len(sr.Hits.Hits)),
 	}
 	for _, h := range sr.Hits.Hits {
-		hit := Hit{DocID: h.ID, Title: h.Source.Title, Source: h.Source.Source, URL: h.Source.URL, Tags: h.Source.Tags}
+		hit := Hit{DocID: localID(q.Tenant, h.ID), Title: h.Source.Title, Source: h.Source.Source, URL: h.Source.URL, Tags: h.Source.Tags}
 		if h.Score != nil {
 			hit.Score = *h.Score
 		}

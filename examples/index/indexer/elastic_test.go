@@ -41,6 +41,7 @@ type fakeES struct {
 	bulkCalls     int
 	bulkActions   []int // actions per _bulk call
 	lastSearch    map[string]any
+	searches      int
 }
 
 func newFakeES(t *testing.T) (*fakeES, *httptest.Server) {
@@ -159,19 +160,22 @@ func (f *fakeES) search(w http.ResponseWriter, r *http.Request) {
 	var body map[string]any
 	require.NoError(f.t, json.NewDecoder(r.Body).Decode(&body))
 	f.lastSearch = body
-	query := body["query"].(map[string]any)
+	f.searches++
+	// The indexer sends a bool query: the tenant as a term filter, and
+	// multi_match clauses (never query_string).
+	b := body["query"].(map[string]any)["bool"].(map[string]any)
+	filter := b["filter"].([]any)[0].(map[string]any)["term"].(map[string]any)
+	owner := filter["tenant"].(string)
 	var words []string
-	if sqs, ok := query["simple_query_string"].(map[string]any); ok {
-		if strings.Contains(sqs["query"].(string), "((") {
-			f.writeJSON(w, 400, f.errorBody("search_phase_execution_exception", "all shards failed"))
-			return
-		}
-		words = strings.Fields(strings.ToLower(sqs["query"].(string)))
-	} else {
-		require.Contains(f.t, query, "match_all")
+	for _, c := range append(asList(b["must"]), asList(b["should"])...) {
+		mm := c.(map[string]any)["multi_match"].(map[string]any)
+		words = append(words, strings.ToLower(mm["query"].(string)))
 	}
 	var hits []map[string]any
 	for id, doc := range f.docs {
+		if doc["tenant"] != owner {
+			continue
+		}
 		text := strings.ToLower(fmt.Sprint(doc["title"], " ", doc["body"], " ", doc["tags"]))
 		match := true
 		for _, wd := range words {
@@ -191,6 +195,11 @@ func (f *fakeES) search(w http.ResponseWriter, r *http.Request) {
 		"took": 2, "timed_out": false,
 		"hits": map[string]any{"total": map[string]any{"value": total, "relation": "eq"}, "max_score": 1.5, "hits": hits},
 	})
+}
+
+func asList(v any) []any {
+	l, _ := v.([]any)
+	return l
 }
 
 func newElastic(t *testing.T, srv *httptest.Server, f *fakeES) *Elastic {
@@ -219,24 +228,37 @@ func TestElasticBulkIndexSearchCount(t *testing.T) {
 	require.EqualValues(t, 3, n)
 	require.NoError(t, e.Ping(context.Background()))
 
-	res, err := e.Search(context.Background(), Query{Text: "ransomware"})
+	res, err := e.Search(context.Background(), Query{Tenant: testTenant, Text: "ransomware"})
 	require.NoError(t, err)
 	require.EqualValues(t, 1, res.Total)
 	require.Equal(t, []Hit{{DocID: "cyber-advisories:ADV-1", Title: "Ransomware targeting email servers", Score: 1.5, Source: "cyber-advisories", URL: "https://advisories.example.org/1", Tags: []string{"ransomware", "critical"}}}, res.Hits)
-	sqs := f.lastSearch["query"].(map[string]any)["simple_query_string"].(map[string]any)
-	require.Equal(t, "ransomware", sqs["query"])
+	require.Equal(t, map[string]any{"bool": map[string]any{
+		"filter":               []any{map[string]any{"term": map[string]any{"tenant": testTenant}}},
+		"should":               []any{map[string]any{"multi_match": map[string]any{"query": "ransomware", "fields": []any{"title^2", "body", "tags"}}}},
+		"minimum_should_match": float64(1),
+	}}, f.lastSearch["query"], "the tenant is a filter; the text never reaches query_string")
 	require.EqualValues(t, 10, f.lastSearch["size"])
 	require.Equal(t, true, f.lastSearch["track_total_hits"])
 	require.Equal(t, []any{map[string]any{"_score": "desc"}, map[string]any{"doc_id": "asc"}}, f.lastSearch["sort"], "ties sorted by doc_id")
 
-	res, err = e.Search(context.Background(), Query{Size: 2})
+	res, err = e.Search(context.Background(), Query{Tenant: testTenant, Size: 2})
 	require.NoError(t, err)
 	require.EqualValues(t, 3, res.Total)
 	require.Len(t, res.Hits, 2)
-	require.Contains(t, f.lastSearch["query"], "match_all")
+	require.Equal(t, map[string]any{"bool": map[string]any{
+		"filter": []any{map[string]any{"term": map[string]any{"tenant": testTenant}}},
+	}}, f.lastSearch["query"])
 
-	_, err = e.Search(context.Background(), Query{Text: "(("})
+	res, err = e.Search(context.Background(), Query{Tenant: "another", Text: "ransomware"})
+	require.NoError(t, err)
+	require.Zero(t, res.Total, "another tenant finds nothing")
+
+	searches := f.searches
+	_, err = e.Search(context.Background(), Query{Tenant: testTenant, Text: "(("})
 	require.ErrorIs(t, err, ErrBadQuery)
+	_, err = e.Search(context.Background(), Query{Text: "ransomware"})
+	require.ErrorIs(t, err, ErrNoTenant)
+	require.Equal(t, searches, f.searches, "refused queries never reach Elasticsearch")
 }
 
 func TestElasticIsIdempotentByDocID(t *testing.T) {
@@ -254,9 +276,9 @@ func TestElasticPartialFailures(t *testing.T) {
 	e := newElastic(t, srv, f)
 	jobs := sampleJobs()
 	// ADV-1 is rejected twice with 429, then accepted: retried alone.
-	f.itemStatus["cyber-advisories:ADV-1"] = []int{429, 429}
+	f.itemStatus[testTenant+"/cyber-advisories:ADV-1"] = []int{429, 429}
 	// ds-1 fails a mapping: permanent, never retried.
-	f.itemStatus["gov-datasets:ds-1"] = []int{400}
+	f.itemStatus[testTenant+"/gov-datasets:ds-1"] = []int{400}
 	errs := e.Index(context.Background(), jobs)
 	require.NoError(t, errs[0])
 	require.True(t, retry.IsPermanent(errs[1]), "%v", errs[1])
@@ -265,7 +287,7 @@ func TestElasticPartialFailures(t *testing.T) {
 	require.Equal(t, []int{3, 1, 1}, f.bulkActions, "only the 429 item is sent again")
 
 	// Always 429: after ItemRetries the error is retryable, for the hub.
-	f.itemStatus["careers:job-1"] = []int{429, 429, 429, 429, 429}
+	f.itemStatus[testTenant+"/careers:job-1"] = []int{429, 429, 429, 429, 429}
 	errs = e.Index(context.Background(), jobs[2:])
 	require.Error(t, errs[0])
 	require.False(t, retry.IsPermanent(errs[0]))

@@ -3,9 +3,11 @@ package indexer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/harvesthub/hub/examples/internal/records"
+	"github.com/harvesthub/hub/examples/internal/tenant"
 )
 
 // ErrClosed is returned by an Indexer or Service used after Close.
@@ -21,7 +23,9 @@ type Indexer interface {
 	// wrapping retry.Permanent will never succeed (the document is
 	// rejected); others may succeed if retried.
 	Index(ctx context.Context, docs []records.IndexJob) []error
-	// Search runs q and returns the best hits.
+	// Search runs q within q.Tenant and returns the best hits, with
+	// DocIDs relative to the tenant ("<source>:<id>"). A query the
+	// language refuses wraps ErrBadQuery; ctx cancels the search.
 	Search(ctx context.Context, q Query) (Result, error)
 	// Count is the number of searchable documents.
 	Count(ctx context.Context) (uint64, error)
@@ -33,27 +37,40 @@ type Indexer interface {
 
 // Query is a search request.
 type Query struct {
-	// Text is the user's query: words, "quoted phrases", +required,
-	// -excluded and field:value terms (title, body, tags, source,
-	// language). Empty matches every document.
+	// Tenant is the tenant whose documents are searched. Required: a
+	// search without a tenant is refused (ErrNoTenant), never run on
+	// every tenant's documents.
+	Tenant string
+	// Text is the user's query in the language ParseQuery documents:
+	// words, "quoted phrases", prefix*, +required, -excluded and
+	// field:word terms (title, body, tags, source, language). Empty
+	// matches every document of the tenant.
 	Text string
-	// Size is the number of hits to return. Defaults to 10, at most 100.
+	// Size is the number of hits to return. Defaults to 10, at most
+	// MaxSize.
 	Size int
-	// From skips that many hits (paging).
+	// From skips that many hits (paging); From+Size is at most
+	// MaxResultWindow.
 	From int
 }
 
-func (q Query) withDefaults() Query {
-	switch {
-	case q.Size <= 0:
+// ErrNoTenant is returned by Search for a Query without a Tenant.
+var ErrNoTenant = errors.New("indexer: search without a tenant")
+
+// prepare fills q's defaults, checks its paging and tenant, and parses its
+// text.
+func (q Query) prepare() (Query, []Clause, error) {
+	if q.Tenant == "" {
+		return q, nil, ErrNoTenant
+	}
+	if q.Size <= 0 {
 		q.Size = 10
-	case q.Size > 100:
-		q.Size = 100
 	}
-	if q.From < 0 {
-		q.From = 0
+	if q.Size > MaxSize || q.From < 0 || q.From > MaxResultWindow-q.Size {
+		return q, nil, fmt.Errorf("%w: size %d and from %d; size is at most %d and from+size at most %d", ErrBadQuery, q.Size, q.From, MaxSize, MaxResultWindow)
 	}
-	return q
+	clauses, err := ParseQuery(q.Text)
+	return q, clauses, err
 }
 
 // Result is a page of hits.
@@ -103,4 +120,12 @@ func all(n int, err error) []error {
 		errs[i] = err
 	}
 	return errs
+}
+
+// localID is docID as tenant t names it: without the tenant prefix.
+func localID(t, docID string) string {
+	if l, ok := tenant.Local(t, docID); ok {
+		return l
+	}
+	return docID
 }

@@ -11,3 +11,6 @@ import (
 var bleveGoroutines = goleak.IgnoreTopFunction("github.com/blevesearch/bleve_index_api.AnalysisWorker")
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, bleveGoroutines) }
+
+// testTenant owns the sample documents.
+const testTenant = "t1"

@@ -13,6 +13,7 @@ import (
 
 	"github.com/harvesthub/hub"
 	"github.com/harvesthub/hub/examples/internal/records"
+	"github.com/harvesthub/hub/examples/internal/tenant"
 )
 
 // ServiceConfig configures a Service.
@@ -221,56 +222,98 @@ func (s *Service) Close() error {
 	return nil
 }
 
-// Routes adds GET /v1/search and GET /v1/stats to mux.
+// Guard wraps a handler with authentication: it serves only callers with
+// a valid credential and puts their tenant in the request context
+// (tenant.With). The ingest API's Server.Require is one.
+type Guard func(http.Handler) http.Handler
+
+// SearchTimeoutDefault bounds one search, whatever the client does.
+const SearchTimeoutDefault = 10 * time.Second
+
+// Routes adds GET /v1/search and GET /v1/stats to mux, behind guard.
 //
 // GET /v1/search?q=<query>&size=<n>&from=<n> answers
-// {"query","total","took_ms","hits":[{"doc_id","title","score",...}]}.
-func (s *Service) Routes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /v1/search", s.search)
-	mux.HandleFunc("GET /v1/stats", s.stats)
+// {"query","total","took_ms","hits":[{"doc_id","title","score",...}]} with
+// the caller's tenant's documents only; q is in the language ParseQuery
+// documents. GET /v1/stats gives the tenant's document count.
+func (s *Service) Routes(mux *http.ServeMux, guard Guard) {
+	mux.Handle("GET /v1/search", guard(http.HandlerFunc(s.search)))
+	mux.Handle("GET /v1/stats", guard(http.HandlerFunc(s.stats)))
 }
 
-// SearchHandler returns the GET /v1/search handler alone.
-func SearchHandler(idx Indexer) http.Handler { return http.HandlerFunc((&Service{idx: idx}).search) }
+// SearchHandler returns the GET /v1/search handler alone, behind guard.
+func SearchHandler(idx Indexer, guard Guard) http.Handler {
+	return guard(http.HandlerFunc((&Service{idx: idx}).search))
+}
 
 func (s *Service) search(w http.ResponseWriter, r *http.Request) {
+	t, ok := tenant.From(r.Context())
+	if !ok {
+		// Fail closed: a route registered without a guard serves nothing.
+		problem(w, http.StatusUnauthorized, "Unauthorized", "credentials are required")
+		return
+	}
 	v := r.URL.Query()
-	q := Query{Text: v.Get("q")}
+	q := Query{Tenant: t, Text: v.Get("q")}
 	for name, dst := range map[string]*int{"size": &q.Size, "from": &q.From} {
 		if raw := v.Get(name); raw != "" {
 			n, err := strconv.Atoi(raw)
 			if err != nil || n < 0 {
-				problem(w, http.StatusBadRequest, "Invalid parameter", fmt.Sprintf("%s=%q; use a non-negative integer", name, raw))
+				problem(w, http.StatusBadRequest, "Invalid parameter", fmt.Sprintf("%s=%q; use a non-negative integer", name, truncate(raw, 32)))
 				return
 			}
 			*dst = n
 		}
 	}
-	if len(q.Text) > 1024 {
-		problem(w, http.StatusBadRequest, "Query too long", "q is limited to 1024 bytes")
-		return
-	}
-	res, err := s.idx.Search(r.Context(), q)
+	ctx, cancel := context.WithTimeout(r.Context(), SearchTimeoutDefault)
+	defer cancel()
+	res, err := s.idx.Search(ctx, q)
 	switch {
 	case errors.Is(err, ErrBadQuery):
 		problem(w, http.StatusBadRequest, "Invalid query", err.Error())
 		return
+	case errors.Is(err, context.DeadlineExceeded):
+		problem(w, http.StatusServiceUnavailable, "Search timed out", fmt.Sprintf("the search took longer than %v; narrow the query", SearchTimeoutDefault))
+		return
 	case err != nil:
-		problem(w, http.StatusServiceUnavailable, "Search unavailable", err.Error())
+		s.log().ErrorContext(r.Context(), "indexer: search failed", "error", err)
+		problem(w, http.StatusServiceUnavailable, "Search unavailable", "the index cannot search now; retry later")
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(res)
 }
 
+func (s *Service) log() *slog.Logger {
+	if s.cfg.Logger != nil {
+		return s.cfg.Logger
+	}
+	return slog.Default()
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
 func (s *Service) stats(w http.ResponseWriter, r *http.Request) {
-	n, err := s.idx.Count(r.Context())
+	t, ok := tenant.From(r.Context())
+	if !ok {
+		problem(w, http.StatusUnauthorized, "Unauthorized", "credentials are required")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), SearchTimeoutDefault)
+	defer cancel()
+	res, err := s.idx.Search(ctx, Query{Tenant: t, Size: 1})
 	if err != nil {
-		problem(w, http.StatusServiceUnavailable, "Index unavailable", err.Error())
+		s.log().ErrorContext(r.Context(), "indexer: counting failed", "error", err)
+		problem(w, http.StatusServiceUnavailable, "Index unavailable", "the index cannot count now; retry later")
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(map[string]any{"index": s.idx.Name(), "documents": n})
+	_ = json.NewEncoder(w).Encode(map[string]any{"index": s.idx.Name(), "documents": res.Total})
 }
 
 // problem writes an RFC 9457 problem+json response.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/harvesthub/hub"
 	"github.com/harvesthub/hub/examples/internal/records"
+	"github.com/harvesthub/hub/examples/internal/tenant"
 	"github.com/harvesthub/hub/hubtest"
 	"github.com/harvesthub/hub/retry"
 )
@@ -96,13 +97,13 @@ func TestServiceRetriesAndDeadLetters(t *testing.T) {
 	}
 	th.Settle(t)
 
-	res, err := b.Search(context.Background(), Query{})
+	res, err := b.Search(context.Background(), Query{Tenant: testTenant})
 	require.NoError(t, err)
 	var ids []string
 	for _, h := range res.Hits {
 		ids = append(ids, h.DocID)
 	}
-	require.ElementsMatch(t, []string{jobs[0].DocID, jobs[2].DocID}, ids)
+	require.ElementsMatch(t, []string{localID(testTenant, jobs[0].DocID), localID(testTenant, jobs[2].DocID)}, ids)
 	dead := th.DeadLetters(records.TopicIndexJob)
 	require.Len(t, dead, 1)
 	require.Equal(t, hub.ReasonPermanent, dead[0].Reason)
@@ -188,7 +189,7 @@ func TestSearchHandler(t *testing.T) {
 	indexAll(t, b, sampleJobs())
 	s := newService(t, b, ServiceConfig{})
 	mux := http.NewServeMux()
-	s.Routes(mux)
+	s.Routes(mux, headerGuard)
 
 	tests := []struct {
 		name   string
@@ -196,6 +197,11 @@ func TestSearchHandler(t *testing.T) {
 		status int
 		ids    []string
 	}{
+		{"regexp", "/v1/search?q=%2F.%2A%2F", 400, nil},
+		{"leading wildcard", "/v1/search?q=%2Aware", 400, nil},
+		{"huge from", "/v1/search?q=x&from=9223372036854775802", 400, nil},
+		{"from overflowing int", "/v1/search?q=x&from=92233720368547758020", 400, nil},
+		{"size too large", "/v1/search?q=x&size=1000", 400, nil},
 		{"word", "/v1/search?q=ransomware", 200, []string{"cyber-advisories:ADV-1"}},
 		{"field", "/v1/search?q=tags%3Aflooding", 200, []string{"gov-datasets:ds-1"}},
 		{"all with size", "/v1/search?size=1", 200, nil},
@@ -207,7 +213,9 @@ func TestSearchHandler(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rec := httptest.NewRecorder()
-			mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, tt.path, nil))
+			req := httptest.NewRequest(http.MethodGet, tt.path, nil)
+			req.Header.Set("X-Test-Tenant", testTenant)
+			mux.ServeHTTP(rec, req)
 			require.Equal(t, tt.status, rec.Code, rec.Body.String())
 			if tt.status != 200 {
 				require.Equal(t, "application/problem+json", rec.Header().Get("Content-Type"))
@@ -239,9 +247,31 @@ func TestSearchHandler(t *testing.T) {
 	}
 
 	rec := httptest.NewRecorder()
-	mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/stats", nil))
+	req := httptest.NewRequest(http.MethodGet, "/v1/stats", nil)
+	req.Header.Set("X-Test-Tenant", testTenant)
+	mux.ServeHTTP(rec, req)
 	require.Equal(t, 200, rec.Code)
 	require.JSONEq(t, `{"index":"bleve","documents":3}`, rec.Body.String())
+
+	// Without a tenant (a guard that let the request through
+	// unauthenticated), nothing is served.
+	for _, path := range []string{"/v1/search?q=ransomware", "/v1/stats"} {
+		rec = httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		require.Equal(t, http.StatusUnauthorized, rec.Code, path)
+	}
+}
+
+// headerGuard is a test Guard: the tenant is the X-Test-Tenant header. The
+// real one (the ingest API's Require) is tested through HTTP in
+// examples/harvest.
+func headerGuard(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if t := r.Header.Get("X-Test-Tenant"); t != "" {
+			r = r.WithContext(tenant.With(r.Context(), t))
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 func TestSearchHandlerUnavailable(t *testing.T) {
@@ -249,6 +279,8 @@ func TestSearchHandlerUnavailable(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, b.Close())
 	rec := httptest.NewRecorder()
-	SearchHandler(b).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/search?q=x", nil))
+	req := httptest.NewRequest(http.MethodGet, "/v1/search?q=x", nil)
+	req.Header.Set("X-Test-Tenant", testTenant)
+	SearchHandler(b, headerGuard).ServeHTTP(rec, req)
 	require.Equal(t, http.StatusServiceUnavailable, rec.Code)
 }

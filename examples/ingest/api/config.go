@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -14,8 +15,12 @@ import (
 	"github.com/harvesthub/hub"
 )
 
-// ScopeWrite is the scope a credential needs to post records.
-const ScopeWrite = "records:write"
+// Scopes. ScopeWrite posts records (and reads the tenant's own);
+// ScopeRead searches and reads job status only.
+const (
+	ScopeWrite = "records:write"
+	ScopeRead  = "records:read"
+)
 
 // Defaults of Config and JWTConfig fields left zero.
 const (
@@ -29,6 +34,8 @@ const (
 	RefreshIntervalDefault   = 15 * time.Minute
 	RefreshUnknownKIDDefault = time.Minute
 	JWKSTimeoutDefault       = 10 * time.Second
+	IdempotencyKeysDefault   = 50000
+	IdempotencyTTLDefault    = 24 * time.Hour
 
 	maxIDLength             = 256
 	maxIdempotencyKeyLength = 255
@@ -43,11 +50,13 @@ var AlgorithmsDefault = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "P
 // ErrInvalidConfig wraps every configuration error returned by New.
 var ErrInvalidConfig = errors.New("api: invalid configuration")
 
-// Config configures a Server. Hub is required, and at least one kind of
-// credential (Keys, JWKSURL or ClientCerts) must be enabled.
+// Config configures a Server. At least one kind of credential (Keys,
+// JWKSURL or ClientCerts) must be enabled.
 type Config struct {
 	// Hub publishes every accepted record, with hub.Publish, to
-	// records.TopicIngested. Required.
+	// records.TopicIngested. Defaults to nil: the Server serves no
+	// POST /v1/records and only authenticates, for Require (the index and
+	// dispatch services guard their read endpoints so).
 	Hub *hub.Hub
 	// Keys holds the API keys clients send as "Authorization: ApiKey <key>"
 	// or "X-API-Key: <key>". Defaults to nil: API keys are refused.
@@ -84,6 +93,14 @@ type Config struct {
 	// MaxBatch bounds the records in one NDJSON request; more is answered
 	// 413. Defaults to 1000.
 	MaxBatch int
+	// IdempotencyKeys bounds how many Idempotency-Key values (with the
+	// hash of their request) are remembered to answer 409 to a key reused
+	// with another body. Defaults to 50000, least recently used forgotten
+	// first.
+	IdempotencyKeys int
+	// IdempotencyTTL is how long an Idempotency-Key is remembered.
+	// Defaults to 24h.
+	IdempotencyTTL time.Duration
 	// Logger receives one line per refused or failed request and JWKS
 	// refresh errors. Defaults to the hub's logger.
 	Logger *slog.Logger
@@ -148,6 +165,12 @@ func (c Config) withDefaults() Config {
 	if c.MaxBatch == 0 {
 		c.MaxBatch = MaxBatchDefault
 	}
+	if c.IdempotencyKeys == 0 {
+		c.IdempotencyKeys = IdempotencyKeysDefault
+	}
+	if c.IdempotencyTTL == 0 {
+		c.IdempotencyTTL = IdempotencyTTLDefault
+	}
 	if c.Logger == nil && c.Hub != nil {
 		c.Logger = c.Hub.Logger()
 	}
@@ -184,8 +207,6 @@ func (c Config) withDefaults() Config {
 
 func (c Config) validate() error {
 	switch {
-	case c.Hub == nil:
-		return errors.New("config Hub is nil; pass the *hub.Hub that publishes records (hubtest.New(t).Hub in tests)")
 	case c.Keys == nil && c.JWKSURL == "" && len(c.ClientCerts) == 0:
 		return errors.New("no credentials are enabled; set Keys (API keys), JWKSURL (OAuth 2.0 JWTs) or ClientCerts (mTLS)")
 	case c.RateLimit < 0:
@@ -196,6 +217,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("config RateLimitKeys is %d; set a positive number of limiters, or 0 for %d", c.RateLimitKeys, RateLimitKeysDefault)
 	case c.MaxBodyBytes < 0:
 		return fmt.Errorf("config MaxBodyBytes is %d; set a positive size in bytes, or 0 for %d", c.MaxBodyBytes, MaxBodyBytesDefault)
+	case c.IdempotencyKeys < 0 || c.IdempotencyTTL < 0:
+		return fmt.Errorf("config IdempotencyKeys %d and IdempotencyTTL %v must not be negative; use 0 for %d and %v", c.IdempotencyKeys, c.IdempotencyTTL, IdempotencyKeysDefault, IdempotencyTTLDefault)
 	case c.MaxBatch < 0:
 		return fmt.Errorf("config MaxBatch is %d; set a positive number of records, or 0 for %d", c.MaxBatch, MaxBatchDefault)
 	}
@@ -207,7 +230,12 @@ func (c Config) validate() error {
 	}
 	u, err := url.Parse(c.JWKSURL)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return fmt.Errorf("config JWKSURL %q is not an absolute http(s) URL; set the authorization server's jwks_uri", c.JWKSURL)
+		return fmt.Errorf("config JWKSURL %q is not an absolute https URL; set the authorization server's jwks_uri", c.JWKSURL)
+	}
+	if u.Scheme == "http" && !loopback(u.Hostname()) {
+		// Keys fetched in the clear can be swapped on the way: whoever
+		// does so mints tokens this API accepts.
+		return fmt.Errorf("config JWKSURL %q is plain http; the key set must come over https (http only for a loopback address in tests)", c.JWKSURL)
 	}
 	j := c.JWT
 	switch {
@@ -228,4 +256,13 @@ func (c Config) validate() error {
 		}
 	}
 	return nil
+}
+
+// loopback reports whether host is localhost or a loopback IP address.
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -23,7 +23,6 @@ func TestNewRejectsConfig(t *testing.T) {
 		cfg     api.Config
 		wantErr string
 	}{
-		{"no hub", api.Config{Keys: keys}, "Hub is nil"},
 		{"no credentials", api.Config{Hub: th.Hub}, "no credentials are enabled"},
 		{"negative rate", api.Config{Hub: th.Hub, Keys: keys, RateLimit: -1}, "RateLimit is -1"},
 		{"negative burst", api.Config{Hub: th.Hub, Keys: keys, Burst: -1}, "Burst is -1"},
@@ -31,7 +30,8 @@ func TestNewRejectsConfig(t *testing.T) {
 		{"negative batch", api.Config{Hub: th.Hub, Keys: keys, MaxBatch: -5}, "MaxBatch"},
 		{"negative limiter bound", api.Config{Hub: th.Hub, Keys: keys, RateLimitKeys: -5}, "RateLimitKeys"},
 		{"empty certificate name", api.Config{Hub: th.Hub, ClientCerts: map[string]api.Grant{"": {}}}, "empty common name"},
-		{"relative JWKS URL", api.Config{Hub: th.Hub, JWKSURL: "/jwks.json", JWT: jwtOK}, "not an absolute http(s) URL"},
+		{"relative JWKS URL", api.Config{Hub: th.Hub, JWKSURL: "/jwks.json", JWT: jwtOK}, "not an absolute https URL"},
+		{"plain http JWKS URL", api.Config{Hub: th.Hub, JWKSURL: "http://idp.example/jwks", JWT: jwtOK}, "plain http"},
 		{"no issuer", api.Config{Hub: th.Hub, JWKSURL: "https://idp.example/jwks", JWT: api.JWTConfig{Audience: audience}}, "JWT.Issuer is empty"},
 		{"no audience", api.Config{Hub: th.Hub, JWKSURL: "https://idp.example/jwks", JWT: api.JWTConfig{Issuer: issuer}}, "JWT.Audience is empty"},
 		{"HMAC algorithm", api.Config{Hub: th.Hub, JWKSURL: "https://idp.example/jwks", JWT: api.JWTConfig{Issuer: issuer, Audience: audience, Algorithms: []string{"HS256"}}}, `"HS256"`},

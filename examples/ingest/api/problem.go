@@ -14,16 +14,17 @@ const ProblemTypeBase = "https://harvesthub.dev/problems/"
 
 // Problem type slugs, appended to ProblemTypeBase.
 const (
-	ProblemMalformed       = "malformed-request"      // 400
-	ProblemValidation      = "validation-failed"      // 422
-	ProblemUnauthenticated = "unauthenticated"        // 401
-	ProblemForbidden       = "insufficient-scope"     // 403
-	ProblemNotFound        = "not-found"              // 404
-	ProblemMethod          = "method-not-allowed"     // 405
-	ProblemTooLarge        = "content-too-large"      // 413
-	ProblemMediaType       = "unsupported-media-type" // 415
-	ProblemRateLimited     = "rate-limited"           // 429
-	ProblemUnavailable     = "publish-failed"         // 503
+	ProblemMalformed        = "malformed-request"      // 400
+	ProblemValidation       = "validation-failed"      // 422
+	ProblemUnauthenticated  = "unauthenticated"        // 401
+	ProblemForbidden        = "insufficient-scope"     // 403
+	ProblemNotFound         = "not-found"              // 404
+	ProblemMethod           = "method-not-allowed"     // 405
+	ProblemIdempotencyReuse = "idempotency-key-reused" // 409
+	ProblemTooLarge         = "content-too-large"      // 413
+	ProblemMediaType        = "unsupported-media-type" // 415
+	ProblemRateLimited      = "rate-limited"           // 429
+	ProblemUnavailable      = "publish-failed"         // 503
 )
 
 // Problem is an RFC 9457 problem details object, served as
@@ -38,8 +39,16 @@ type Problem struct {
 	Instance string `json:"instance,omitempty"`
 	// Errors lists every invalid field of a 422 (and the one decoding error
 	// of a 400 when it is tied to a line or field).
+	// It holds at most MaxReportedErrors entries; ErrorCount is the total.
 	Errors []FieldError `json:"errors,omitempty"`
+	// ErrorCount is how many errors were found, when more than Errors
+	// lists.
+	ErrorCount int `json:"error_count,omitempty"`
 }
+
+// MaxReportedErrors bounds Problem.Errors: a body of many bad lines gets
+// the first ones and a count, not one entry per line.
+const MaxReportedErrors = 20
 
 // FieldError is one invalid field of one record.
 type FieldError struct {

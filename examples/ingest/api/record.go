@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -55,7 +56,60 @@ func (r Record) validate(line int, errs []FieldError) []FieldError {
 			add("url", "must be an absolute http or https URL")
 		}
 	}
+	// Bounded fields and words keep the index small and searches fast: a
+	// single 1 MB title would grow the index tenfold and slow every search.
+	maxLen := func(field, v string, n int) {
+		if c := utf8.RuneCountInString(v); c > n {
+			add(field, fmt.Sprintf("has %d characters; at most %d are allowed", c, n))
+		}
+	}
+	maxLen("source", r.Source, MaxSourceLength)
+	maxLen("title", r.Title, MaxTitleLength)
+	maxLen("body", r.Body, MaxBodyLength)
+	maxLen("url", r.URL, MaxURLLength)
+	if len(r.Tags) > MaxTags {
+		add("tags", fmt.Sprintf("has %d tags; at most %d are allowed", len(r.Tags), MaxTags))
+	}
+	for _, t := range r.Tags {
+		if c := utf8.RuneCountInString(t); c > MaxTagLength {
+			add("tags", fmt.Sprintf("has a tag of %d characters; at most %d are allowed", c, MaxTagLength))
+			break
+		}
+	}
+	for _, f := range [...]struct{ name, v string }{{"title", r.Title}, {"body", r.Body}} {
+		if w := longestWord(f.v); w > MaxWordLength {
+			add(f.name, fmt.Sprintf("has a word of %d characters; at most %d are allowed", w, MaxWordLength))
+		}
+	}
 	return errs
+}
+
+// Limits of a record's fields, in characters.
+const (
+	MaxSourceLength = 128
+	MaxTitleLength  = 1000
+	MaxBodyLength   = 64 << 10
+	MaxURLLength    = 2048
+	MaxTags         = 32
+	MaxTagLength    = 64
+	// MaxWordLength bounds a run of characters without white space in
+	// title and body: one indexed term.
+	MaxWordLength = 256
+)
+
+// longestWord is the length in characters of s's longest run without
+// white space.
+func longestWord(s string) int {
+	longest, n := 0, 0
+	for _, r := range s {
+		if unicode.IsSpace(r) {
+			n = 0
+			continue
+		}
+		n++
+		longest = max(longest, n)
+	}
+	return longest
 }
 
 // decodeError is a body that cannot become records: 400 (not JSON), 413
@@ -64,6 +118,7 @@ type decodeError struct {
 	status int
 	detail string
 	errs   []FieldError
+	count  int // when errs is cut short: how many errors there were
 }
 
 func (e *decodeError) Error() string { return e.detail }
@@ -145,15 +200,17 @@ func decodeNDJSON(body io.Reader, maxBytes int64, maxBatch int) ([]Record, []int
 		lines []int
 		errs  []FieldError
 	)
-	line := 0
+	line, seen := 0, 0
 	for sc.Scan() {
 		line++
 		b := bytes.TrimSpace(sc.Bytes())
 		if len(b) == 0 {
 			continue
 		}
-		if len(recs) == maxBatch {
-			return nil, nil, &decodeError{status: http.StatusRequestEntityTooLarge, detail: fmt.Sprintf("the body holds more than %d records; split it into smaller requests", maxBatch)}
+		// Every non-blank line counts against the batch, decodable or not:
+		// a body of junk lines is bounded like one of records.
+		if seen++; seen > maxBatch {
+			return nil, nil, &decodeError{status: http.StatusRequestEntityTooLarge, detail: fmt.Sprintf("the body holds more than %d lines; send at most %d records per request", maxBatch, maxBatch)}
 		}
 		rec, derr := decodeOne(bytes.NewReader(b), line)
 		if derr != nil {
@@ -191,6 +248,8 @@ func decodeNDJSON(body io.Reader, maxBytes int64, maxBatch int) ([]Record, []int
 	return recs, lines, nil
 }
 
+// invalid is the 422 of errs; the problem lists the first
+// MaxReportedErrors of them and counts them all.
 func invalid(errs []FieldError) *decodeError {
 	detail := fmt.Sprintf("%d invalid field", len(errs))
 	if len(errs) > 1 {
@@ -213,5 +272,9 @@ func invalid(errs []FieldError) *decodeError {
 		}
 		detail += e.Detail
 	}
-	return &decodeError{status: http.StatusUnprocessableEntity, detail: detail, errs: errs}
+	d := &decodeError{status: http.StatusUnprocessableEntity, detail: detail, errs: errs}
+	if len(errs) > MaxReportedErrors {
+		d.errs, d.count = errs[:MaxReportedErrors], len(errs)
+	}
+	return d
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/harvesthub/hub"
 	"github.com/harvesthub/hub/examples/internal/records"
+	"github.com/harvesthub/hub/examples/internal/tenant"
 )
 
 // Media types of POST /v1/records.
@@ -34,6 +35,7 @@ type Server struct {
 	limiters *limiters
 	log      *slog.Logger
 	mux      *http.ServeMux
+	requests *requests // Idempotency-Key -> request hash
 
 	closeOnce sync.Once
 }
@@ -53,16 +55,19 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.jwt = v
 	}
+	s.requests = newRequests(cfg.IdempotencyKeys, cfg.IdempotencyTTL)
 	s.mux = http.NewServeMux()
-	s.mux.HandleFunc("/v1/records", s.postRecords)
+	if cfg.Hub != nil {
+		s.mux.HandleFunc("/v1/records", s.postRecords)
+	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, newProblem(http.StatusNotFound, ProblemNotFound, "no such resource; records are posted to /v1/records"), nil)
 	})
 	return s, nil
 }
 
-// Handler returns the API's routes: POST /v1/records. It is safe for
-// concurrent use.
+// Handler returns the API's routes: POST /v1/records (when Config.Hub is
+// set). It is safe for concurrent use.
 func (s *Server) Handler() http.Handler { return s.mux }
 
 // Close stops the JWKS refresh goroutine and waits for it to return. It is
@@ -83,6 +88,85 @@ type principal struct {
 	tenant string
 	scopes []string
 	bearer bool
+}
+
+// Tenant is the caller's tenant: the credential's tenant or, when it has
+// none, the credential itself ("key:<id>", "jwt:<sub>", "cert:<cn>"), so a
+// credential without a tenant is a tenant of its own and shares nothing.
+func (p principal) Tenant() string {
+	if p.tenant != "" {
+		return p.tenant
+	}
+	return p.id
+}
+
+// allows reports whether p holds one of scopes. A bearer token's
+// configured write scope (JWTConfig.RequiredScope) stands for ScopeWrite.
+func (s *Server) allows(p principal, scopes []string) bool {
+	for _, sc := range scopes {
+		if p.bearer && sc == ScopeWrite {
+			sc = s.cfg.JWT.RequiredScope
+		}
+		if slices.Contains(p.scopes, sc) {
+			return true
+		}
+	}
+	return false
+}
+
+// Require serves h only to callers whose credential (API key, bearer JWT
+// or client certificate, as POST /v1/records accepts them) holds one of
+// scopes, within the same per-credential rate limit, and passes the
+// caller's tenant to h in the request context (tenant.From). Other callers
+// get a problem+json 401, 403 or 429. The index and dispatch services
+// guard their read endpoints with it: Require(h, ScopeRead, ScopeWrite).
+func (s *Server) Require(h http.Handler, scopes ...string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, ok := s.admit(w, r, scopes)
+		if !ok {
+			return
+		}
+		h.ServeHTTP(w, r.WithContext(tenant.With(r.Context(), p.Tenant())))
+	})
+}
+
+// Guard returns Require for scopes as a middleware, the shape the index's
+// and dispatcher's Routes take.
+func (s *Server) Guard(scopes ...string) func(http.Handler) http.Handler {
+	return func(h http.Handler) http.Handler { return s.Require(h, scopes...) }
+}
+
+// admit authenticates r, checks its scopes and rate limit, and answers the
+// refusal itself when ok is false.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request, scopes []string) (p principal, ok bool) {
+	p, aerr := s.authenticate(r)
+	if aerr != nil {
+		if aerr.status == http.StatusUnauthorized {
+			w.Header().Set("WWW-Authenticate", s.challenge(aerr.bearerError, aerr.detail))
+			s.refuse(w, r, newProblem(http.StatusUnauthorized, ProblemUnauthenticated, aerr.detail), nil)
+			return p, false
+		}
+		s.refuse(w, r, newProblem(aerr.status, ProblemMalformed, aerr.detail), nil)
+		return p, false
+	}
+	if !s.allows(p, scopes) {
+		need := scopes[0]
+		if p.bearer && need == ScopeWrite {
+			need = s.cfg.JWT.RequiredScope
+		}
+		if p.bearer {
+			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="harvest-hub", error="insufficient_scope", scope=%q`, need))
+		}
+		s.refuse(w, r, newProblem(http.StatusForbidden, ProblemForbidden, fmt.Sprintf("the credential lacks the scope %q", need)), &p)
+		return p, false
+	}
+	if wait := s.limiters.reserve(p.id, s.cfg.Now()); wait > 0 {
+		secs := int(math.Ceil(wait.Seconds()))
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		s.refuse(w, r, newProblem(http.StatusTooManyRequests, ProblemRateLimited, fmt.Sprintf("too many requests for this credential; retry after %d s", secs)), &p)
+		return p, false
+	}
+	return p, true
 }
 
 // authError is a refused credential: 401, or 400 for an ambiguous one.
@@ -193,31 +277,8 @@ func (s *Server) postRecords(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, newProblem(http.StatusMethodNotAllowed, ProblemMethod, r.Method+" is not allowed on /v1/records; use POST"), nil)
 		return
 	}
-	p, aerr := s.authenticate(r)
-	if aerr != nil {
-		if aerr.status == http.StatusUnauthorized {
-			w.Header().Set("WWW-Authenticate", s.challenge(aerr.bearerError, aerr.detail))
-			s.refuse(w, r, newProblem(http.StatusUnauthorized, ProblemUnauthenticated, aerr.detail), nil)
-			return
-		}
-		s.refuse(w, r, newProblem(aerr.status, ProblemMalformed, aerr.detail), nil)
-		return
-	}
-	need := ScopeWrite
-	if p.bearer {
-		need = s.cfg.JWT.RequiredScope
-	}
-	if !slices.Contains(p.scopes, need) {
-		if p.bearer {
-			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="harvest-hub", error="insufficient_scope", scope=%q`, need))
-		}
-		s.refuse(w, r, newProblem(http.StatusForbidden, ProblemForbidden, fmt.Sprintf("the credential lacks the scope %q", need)), &p)
-		return
-	}
-	if wait := s.limiters.reserve(p.id, s.cfg.Now()); wait > 0 {
-		secs := int(math.Ceil(wait.Seconds()))
-		w.Header().Set("Retry-After", strconv.Itoa(secs))
-		s.refuse(w, r, newProblem(http.StatusTooManyRequests, ProblemRateLimited, fmt.Sprintf("too many requests for this credential; retry after %d s", secs)), &p)
+	p, ok := s.admit(w, r, []string{ScopeWrite})
+	if !ok {
 		return
 	}
 	media, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
@@ -261,16 +322,22 @@ func (s *Server) postRecords(w http.ResponseWriter, r *http.Request) {
 		s.refuseDecode(w, r, derr, &p)
 		return
 	}
-	// Keys are scoped by the caller's tenant (or, without one, its
-	// credential), so two clients never dedupe each other's records.
-	scope := p.tenant
-	if scope == "" {
-		scope = p.id
+	// Keys are scoped by the caller's tenant, so two tenants never dedupe
+	// each other's records. Without an Idempotency-Key, a record's key
+	// holds a hash of its content: an exact repeat is a duplicate, while an
+	// updated record (the next harvest of a changed source) has a new key
+	// and is indexed again.
+	scope := p.Tenant()
+	if idem != "" {
+		if !s.requests.remember(scope+"/"+idem, recordsHash(recs), s.cfg.Now()) {
+			s.refuse(w, r, newProblem(http.StatusConflict, ProblemIdempotencyReuse, "this Idempotency-Key was already used with a different body; use a new key for a different request"), &p)
+			return
+		}
 	}
 	for i, rec := range recs {
 		switch {
 		case idem == "":
-			keys = append(keys, scope+"/"+rec.Source+":"+rec.ID)
+			keys = append(keys, scope+"/"+rec.Source+":"+rec.ID+"#"+rec.hash())
 		case media == MediaJSON:
 			keys = append(keys, scope+"/"+idem)
 		default:
@@ -330,7 +397,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, p principal, re
 	for i, rec := range recs {
 		msgs[i] = records.RecordIngested{
 			ID: rec.ID, Source: rec.Source, Title: rec.Title, Body: rec.Body, Tags: rec.Tags, URL: rec.URL,
-			IngestedAt: now, Tenant: p.tenant,
+			IngestedAt: now, Tenant: p.Tenant(),
 		}
 		ids[i] = rec.ID
 	}
@@ -343,7 +410,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, p principal, re
 		s.refuse(w, r, newProblem(http.StatusServiceUnavailable, ProblemUnavailable, detail), &p)
 		return
 	}
-	s.log.InfoContext(r.Context(), "api: records accepted", "request_id", hub.CorrelationID(ctx), "principal", p.id, "tenant", p.tenant, "count", len(recs))
+	s.log.InfoContext(r.Context(), "api: records accepted", "request_id", hub.CorrelationID(ctx), "principal", p.id, "tenant", p.Tenant(), "count", len(recs))
 	body, _ := json.Marshal(Accepted{Accepted: len(ids), IDs: ids})
 	w.Header().Set("Content-Type", MediaJSON)
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
@@ -370,7 +437,7 @@ func (s *Server) refuseDecode(w http.ResponseWriter, r *http.Request, d *decodeE
 		w.Header().Set("Connection", "close")
 	}
 	pr := newProblem(d.status, slug, d.detail)
-	pr.Errors = d.errs
+	pr.Errors, pr.ErrorCount = d.errs, d.count
 	s.refuse(w, r, pr, p)
 }
 

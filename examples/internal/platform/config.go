@@ -84,8 +84,26 @@ type Config struct {
 	// claim that lapses under a slow attempt costs a harmless second run,
 	// while the hub's 5m default would stall recovery for minutes.
 	Lease time.Duration
-	// Listen is the HTTP address (-listen, HUB_LISTEN). Defaults to :8080.
+	// Listen is the HTTP address (-listen, HUB_LISTEN). Defaults to
+	// 127.0.0.1:8080: a service is reachable from elsewhere only when its
+	// deployment says so (the Kubernetes manifests set HUB_LISTEN=:8080).
 	Listen string
+	// ReadTimeout bounds reading one request, body included
+	// (-read-timeout, HUB_READ_TIMEOUT): a client that sends its body
+	// slowly loses the connection. Defaults to 30s.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds handling a request and writing its response
+	// (-write-timeout, HUB_WRITE_TIMEOUT). Defaults to 30s.
+	WriteTimeout time.Duration
+	// IdleTimeout is how long an idle keep-alive connection is kept
+	// (-idle-timeout, HUB_IDLE_TIMEOUT). Defaults to 60s.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds a request's header (-max-header-bytes,
+	// HUB_MAX_HEADER_BYTES). Defaults to 64 KiB.
+	MaxHeaderBytes int
+	// MaxConns bounds the open HTTP connections (-max-conns,
+	// HUB_MAX_CONNS); more wait to be accepted. Defaults to 1024.
+	MaxConns int
 	// TLSCert and TLSKey are the PEM files of the HTTPS certificate
 	// (-tls-cert, -tls-key; HUB_TLS_CERT, HUB_TLS_KEY). Default to empty:
 	// plain HTTP (TLS ends at the ingress or the mesh).
@@ -118,7 +136,12 @@ func Defaults(service string) Config {
 		Store:           env("HUB_STORE", StoreMemory),
 		RedisAddr:       env("HUB_REDIS_ADDR", "127.0.0.1:6379"),
 		PostgresDSN:     env("HUB_POSTGRES_DSN", "postgres://postgres@127.0.0.1:5432/hub?sslmode=disable"),
-		Listen:          env("HUB_LISTEN", ":8080"),
+		Listen:          env("HUB_LISTEN", "127.0.0.1:8080"),
+		ReadTimeout:     30 * time.Second,
+		WriteTimeout:    30 * time.Second,
+		IdleTimeout:     60 * time.Second,
+		MaxHeaderBytes:  EnvInt("HUB_MAX_HEADER_BYTES", 64<<10),
+		MaxConns:        EnvInt("HUB_MAX_CONNS", 1024),
 		TLSCert:         env("HUB_TLS_CERT", ""),
 		TLSKey:          env("HUB_TLS_KEY", ""),
 		TLSClientCA:     env("HUB_TLS_CLIENT_CA", ""),
@@ -128,6 +151,9 @@ func Defaults(service string) Config {
 	}
 	envDuration("HUB_SHUTDOWN_TIMEOUT", &c.ShutdownTimeout)
 	envDuration("HUB_LEASE", &c.Lease)
+	envDuration("HUB_READ_TIMEOUT", &c.ReadTimeout)
+	envDuration("HUB_WRITE_TIMEOUT", &c.WriteTimeout)
+	envDuration("HUB_IDLE_TIMEOUT", &c.IdleTimeout)
 	envDuration("HUB_SQS_WAIT_TIME", &c.SQSWaitTime)
 	envDuration("HUB_SQS_VISIBILITY_TIMEOUT", &c.SQSVisibilityTimeout)
 	return c
@@ -171,6 +197,11 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.PostgresDSN, "postgres-dsn", c.PostgresDSN, "PostgreSQL connection string (env HUB_POSTGRES_DSN)")
 	fs.DurationVar(&c.Lease, "lease", c.Lease, "idempotency claim lease; a crashed worker's messages wait this long with a shared store (env HUB_LEASE)")
 	fs.StringVar(&c.Listen, "listen", c.Listen, "HTTP listen address (env HUB_LISTEN)")
+	fs.DurationVar(&c.ReadTimeout, "read-timeout", c.ReadTimeout, "bound on reading one request, body included (env HUB_READ_TIMEOUT)")
+	fs.DurationVar(&c.WriteTimeout, "write-timeout", c.WriteTimeout, "bound on handling a request and writing its response (env HUB_WRITE_TIMEOUT)")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "idle keep-alive connections are closed after this (env HUB_IDLE_TIMEOUT)")
+	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", c.MaxHeaderBytes, "request header size limit (env HUB_MAX_HEADER_BYTES)")
+	fs.IntVar(&c.MaxConns, "max-conns", c.MaxConns, "open HTTP connections at most; more wait (env HUB_MAX_CONNS)")
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "HTTPS certificate PEM file (env HUB_TLS_CERT)")
 	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "HTTPS private key PEM file (env HUB_TLS_KEY)")
 	fs.StringVar(&c.TLSClientCA, "tls-client-ca", c.TLSClientCA, "CA PEM file verifying client certificates when given (env HUB_TLS_CLIENT_CA)")
@@ -212,6 +243,12 @@ func (c Config) Validate() error {
 	}
 	if c.Lease <= 0 {
 		errs = append(errs, fmt.Errorf("platform: -lease %v; set a positive duration longer than one handler attempt", c.Lease))
+	}
+	if c.ReadTimeout <= 0 || c.WriteTimeout <= 0 || c.IdleTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("platform: -read-timeout %v, -write-timeout %v and -idle-timeout %v must be positive durations", c.ReadTimeout, c.WriteTimeout, c.IdleTimeout))
+	}
+	if c.MaxHeaderBytes <= 0 || c.MaxConns <= 0 {
+		errs = append(errs, fmt.Errorf("platform: -max-header-bytes %d and -max-conns %d must be positive", c.MaxHeaderBytes, c.MaxConns))
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("platform: -shutdown-timeout %v; set a positive duration", c.ShutdownTimeout))

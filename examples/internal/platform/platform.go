@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/net/netutil"
 
 	"github.com/harvesthub/hub"
 	"github.com/harvesthub/hub/broker"
@@ -282,7 +283,9 @@ func (rt *Runtime) Listen() (net.Addr, error) {
 	if err != nil {
 		return nil, fmt.Errorf("platform: listening on %s: %w", rt.Config.Listen, err)
 	}
-	rt.ln = ln
+	// Beyond MaxConns, connections wait in the kernel's backlog instead
+	// of each holding a goroutine and buffers.
+	rt.ln = netutil.LimitListener(ln, rt.Config.MaxConns)
 	return ln.Addr(), nil
 }
 
@@ -299,7 +302,11 @@ func (rt *Runtime) Run(ctx context.Context) error {
 	tlsCfg := rt.tls
 	srv := &http.Server{
 		Handler:           rt.Mux,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: min(10*time.Second, rt.Config.ReadTimeout),
+		ReadTimeout:       rt.Config.ReadTimeout,
+		WriteTimeout:      rt.Config.WriteTimeout,
+		IdleTimeout:       rt.Config.IdleTimeout,
+		MaxHeaderBytes:    rt.Config.MaxHeaderBytes,
 		TLSConfig:         tlsCfg,
 		ErrorLog:          slog.NewLogLogger(rt.Logger.Handler(), slog.LevelWarn),
 	}
