@@ -189,11 +189,21 @@ func redact(raw string) string {
 	return u.String()
 }
 
-// redactErr drops the URL (and its password) from a url.Parse error.
+// redactErr drops the URL (and its password) from a url.Parse error, and
+// the piece of it an escape or host error quotes: a bad "%" in a password
+// would otherwise show the characters after it.
 func redactErr(err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		return ue.Err
+		err = ue.Err
+	}
+	var ee url.EscapeError
+	if errors.As(err, &ee) {
+		return errors.New("invalid %-escape in the URL; write a % in the user name or password as %25")
+	}
+	var he url.InvalidHostError
+	if errors.As(err, &he) {
+		return errors.New("invalid character in the URL's host")
 	}
 	return err
 }

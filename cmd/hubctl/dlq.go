@@ -116,7 +116,7 @@ func writeTable(w io.Writer, letters []dlq.Letter) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tFAILED\tHANDLER\tATTEMPTS\tREASON\tERROR")
 	for _, l := range letters {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", l.ID, formatTime(l.FailedAt), l.Handler, l.Attempts, l.Reason, truncate(oneLine(l.Error), 60))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", safe(l.ID), formatTime(l.FailedAt), safe(l.Handler), l.Attempts, safe(l.Reason), truncate(safe(oneLine(l.Error)), 60))
 	}
 	_ = tw.Flush()
 }
@@ -259,7 +259,7 @@ func (c *cli) dlqShow(args []string) error {
 
 func writeLetter(w io.Writer, l dlq.Letter, p *payload) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
+	row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, safe(v)) }
 	row("ID:", l.ID)
 	row("Key:", l.Key)
 	row("Topic:", l.OriginalTopic)
@@ -278,7 +278,7 @@ func writeLetter(w io.Writer, l dlq.Letter, p *payload) {
 	slices.Sort(keys)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, k := range keys {
-		fmt.Fprintf(tw, "  %s\t%s\n", k, oneLine(l.Metadata[k]))
+		fmt.Fprintf(tw, "  %s\t%s\n", safe(k), safe(oneLine(l.Metadata[k])))
 	}
 	_ = tw.Flush()
 	head := fmt.Sprintf("Payload (%d bytes", len(p.bytes))
@@ -298,7 +298,7 @@ func writeLetter(w io.Writer, l dlq.Letter, p *payload) {
 			fmt.Fprintln(w, buf.String())
 		}
 	case utf8.Valid(p.bytes):
-		fmt.Fprintln(w, string(p.bytes))
+		fmt.Fprintln(w, safeText(string(p.bytes)))
 	default:
 		fmt.Fprintln(w, base64.StdEncoding.EncodeToString(p.bytes)+"  (binary, base64)")
 	}

@@ -9,6 +9,8 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/harvesthub/hub/broker"
 	"github.com/harvesthub/hub/dlq"
@@ -231,6 +233,60 @@ func (c *cli) parse(fs *flag.FlagSet, args []string) ([]string, error) {
 func oneLine(s string) string {
 	s = strings.ReplaceAll(s, "\r\n", " ")
 	return strings.ReplaceAll(s, "\n", " ")
+}
+
+// safe escapes what a terminal would interpret in s: control characters
+// (ESC starts the sequences that move the cursor, rewrite the screen or set
+// the window title), invalid UTF-8 and the bidirectional overrides that
+// reorder text on screen. Letters carry client-chosen data (IDs, keys,
+// metadata, errors): it is shown, never obeyed. Escapes are written as Go
+// escapes (\x1b, \u202e), so nothing is hidden either.
+func safe(s string) string { return escapeFor(s, false) }
+
+// safeText is safe for multi-line text: newlines and tabs stay.
+func safeText(s string) string { return escapeFor(s, true) }
+
+func escapeFor(s string, keepLines bool) string {
+	clean := true
+	for _, r := range s {
+		if unsafeRune(r, keepLines) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case unsafeRune(r, keepLines) && r < 0x80:
+			fmt.Fprintf(&b, `\x%02x`, r)
+		case unsafeRune(r, keepLines):
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteRune(r)
+		}
+		i += size
+	}
+	return b.String()
+}
+
+func unsafeRune(r rune, keepLines bool) bool {
+	switch {
+	case keepLines && (r == '\n' || r == '\t'):
+		return false
+	case r == utf8.RuneError:
+		return true
+	case unicode.IsControl(r): // C0, DEL, C1
+		return true
+	case r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069, r == 0x200e, r == 0x200f, r == 0x061c:
+		return true
+	}
+	return false
 }
 
 // isTerminal reports whether f is an interactive terminal. Tests replace

@@ -224,6 +224,12 @@ func (c Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("platform: -broker %q; use memory, amqp, sqs, kafka or nats", c.Broker))
 	}
+	if c.Broker == BrokerAMQP {
+		// The URL holds a password: say what is wrong, never echo it.
+		if u, err := url.Parse(c.AMQPURL); err != nil || (u.Scheme != "amqp" && u.Scheme != "amqps") || u.Host == "" {
+			errs = append(errs, errors.New("platform: -amqp-url is not an amqp:// or amqps:// URL with a host (write a % in the user name or password as %25)"))
+		}
+	}
 	switch c.Store {
 	case StoreMemory, StoreRedis, StorePostgres:
 	default:

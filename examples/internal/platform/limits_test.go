@@ -142,3 +142,13 @@ func TestServerLimitFlags(t *testing.T) {
 		require.True(t, strings.Contains(err.Error(), "must be positive"), err.Error())
 	}
 }
+
+func TestAMQPURLErrorsHideThePassword(t *testing.T) {
+	for _, u := range []string{"amqp://guest:s3cr%et@127.0.0.1:5672/", "http://guest:s3cret@x/", "amqp://guest:s3 cret@x/"} {
+		c := Defaults("svc")
+		c.Broker, c.AMQPURL = BrokerAMQP, u
+		err := c.Validate()
+		require.ErrorContains(t, err, "-amqp-url")
+		require.NotContains(t, err.Error(), "s3", u)
+	}
+}
