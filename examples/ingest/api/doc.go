@@ -36,19 +36,25 @@
 //   - with an Idempotency-Key header (1 to 255 visible ASCII characters,
 //     optionally in double quotes as the IETF draft writes it): the header
 //     for application/json, header + ":" + line number for NDJSON;
-//   - without one: "<source>:<id>" (hence no ':' in source);
+//   - without one: "<source>:<id>#<content hash>" (hence no ':' in
+//     source): the same record posted again is a duplicate, the record
+//     posted with changed content (a re-harvest of an updated source) is
+//     new and indexed again;
 //
-// each prefixed with "<scope>/", where the scope is the caller's tenant, or
-// its credential's ID when it has no tenant.
+// each prefixed with "<tenant>/", where the tenant is the credential's, or
+// the credential itself ("key:<id>", "jwt:<sub>", "cert:<cn>") when it has
+// none.
 //
 // A repeated request is accepted again (202) and published again; the hub
 // drops the duplicate downstream, within its idempotency retention
-// (hub.Config.Retention, 24h by default). The server keeps no state of its
-// own, so any replica can take the retry. A repeated key with a different
-// body is not detected: downstream, the hub keeps the first. Because keys
-// are scoped, two tenants that send the same Idempotency-Key (or the same
-// source and id) never drop each other's records; within a tenant they
-// name the same records.
+// (hub.Config.Retention, 24h by default). An Idempotency-Key reused with a
+// different body (other records, or the same records changed) is refused
+// with 409: the server remembers each key's request hash
+// (Config.IdempotencyKeys, Config.IdempotencyTTL), per process, so
+// replicas need sticky routing by credential or a shared table for the
+// same guarantee. Because keys are scoped, two tenants that send the same
+// Idempotency-Key (or the same source and id) never drop each other's
+// records.
 //
 // # Authentication
 //
@@ -103,13 +109,17 @@
 //	415 Content-Type other than application/json or application/x-ndjson
 //	    (or a charset other than UTF-8), with Accept-Post
 //	400 invalid Idempotency-Key header
-//	413 body over Config.MaxBodyBytes, or NDJSON over Config.MaxBatch records
+//	409 Idempotency-Key already used with a different body
+//	413 body over Config.MaxBodyBytes, or NDJSON over Config.MaxBatch
+//	    non-blank lines (records or not)
 //	400 not JSON: syntax error, empty body, truncated JSON, two values in
 //	    an application/json body or on one line (the line is named)
 //	422 JSON that is not a valid record: missing or blank required field,
+//	    a field or word over its limit (MaxTitleLength, MaxWordLength, ...),
 //	    id too long, ':' in source, bad url, a field of the wrong type
 //	    (such as "id": 5 or "tags": "x"), an unknown field, a body that is
-//	    not an object, an NDJSON body with no records
+//	    not an object, an NDJSON body with no records; the problem lists
+//	    the first MaxReportedErrors errors and counts them (error_count)
 //	503 the hub could not publish (with Retry-After: 1)
 //
 // Wrong types and unknown fields are 422, not 400: the body is well-formed
@@ -117,12 +127,13 @@
 // code and one "errors" list naming the line and field. 400 is kept for
 // bodies that are not JSON at all. A 503 in an NDJSON batch may come after
 // some records were published: retry the same request with the same
-// Idempotency-Key (or none, relying on "<source>:<id>"), and the hub
+// Idempotency-Key (or none, relying on the content-hashed keys), and the hub
 // processes each record once.
 //
 // # What the server does not do
 //
 // The http.Server (its timeouts, TLS configuration and client CAs) belongs
-// to the caller; so do limits on unauthenticated traffic (by IP, at the
+// to the caller (examples/internal/platform sets timeouts, a header limit
+// and a connection limit); so do limits on unauthenticated traffic (by IP, at the
 // proxy), since rate limits here apply per credential.
 package api

@@ -38,7 +38,8 @@ func (RecordIngested) HubSchema() hub.Schema {
 
 // IndexJob asks the index service to index one normalised document.
 type IndexJob struct {
-	// DocID is the document ID in the index: "<source>:<id>".
+	// DocID is the document ID in the index, "<tenant>/<source>:<id>"
+	// (tenant.DocID): two tenants' records never share one.
 	DocID  string   `json:"doc_id"`
 	Source string   `json:"source"`
 	Title  string   `json:"title"`
