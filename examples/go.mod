@@ -3,8 +3,8 @@ module github.com/harvesthub/hub/examples
 go 1.26.0
 
 require (
-	github.com/MicahParks/jwkset v0.5.19
-	github.com/MicahParks/keyfunc/v3 v3.3.5
+	github.com/MicahParks/jwkset v0.11.4
+	github.com/MicahParks/keyfunc/v3 v3.9.2
 	github.com/blevesearch/bleve/v2 v2.4.4
 	github.com/elastic/go-elasticsearch/v8 v8.17.0
 	github.com/golang-jwt/jwt/v5 v5.3.1
