@@ -19,7 +19,7 @@ func TestMain(m *testing.M) {
 // build; these cover what stops it before it starts.
 func TestRunRejectsBadSettings(t *testing.T) {
 	for _, args := range [][]string{
-		{"-broker", "kafka"},
+		{"-broker", "pigeon"},
 		{"-store", "etcd"},
 		{"-log-level", "loud"},
 		{"-no-such-flag"},
