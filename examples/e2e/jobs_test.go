@@ -58,7 +58,7 @@ func TestJobStatusFromEveryReplica(t *testing.T) {
 	t.Cleanup(tr.CloseIdleConnections)
 	c := client{t: t, c: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
 
-	replicas := []*proc{start(t, "dispatch-1", bin("dispatch"), dispatchEnv), start(t, "dispatch-2", bin("dispatch"), dispatchEnv)}
+	replicas := []*proc{start(t, "dispatch-1", bin("dispatch"), dispatchEnv, "-keys", keysPath), start(t, "dispatch-2", bin("dispatch"), dispatchEnv, "-keys", keysPath)}
 	index := start(t, "index", bin("index"), env, "-data", filepath.Join(dir, "index-data"))
 	ingest := start(t, "ingest", bin("ingest"), env, "-keys", keysPath)
 	for _, p := range append(replicas, index, ingest) {
@@ -85,11 +85,11 @@ func TestJobStatusFromEveryReplica(t *testing.T) {
 		var bodies []string
 		for _, r := range replicas {
 			eventually(t, 60*time.Second, r.name+" reports "+id+" indexed", func() bool {
-				status, body := c.do("GET", r.addr+"/v1/jobs/"+id, "", "", "")
+				status, body := c.do("GET", r.addr+"/v1/jobs/"+id, "", key, "")
 				var j job
 				return status == http.StatusOK && json.Unmarshal([]byte(body), &j) == nil && j.State == "indexed"
 			})
-			_, body := c.do("GET", r.addr+"/v1/jobs/"+id, "", "", "")
+			_, body := c.do("GET", r.addr+"/v1/jobs/"+id, "", key, "")
 			bodies = append(bodies, body)
 		}
 		require.Equal(t, bodies[0], bodies[1], "both replicas answer the same for %s", id)
