@@ -82,17 +82,7 @@ func Handle[T any](h *Hub, topic string, fn HandlerFunc[T], opts ...HandlerOptio
 	}
 	info := schemaOf[T](&h.schemas)
 	return h.register(topic, "", opts, func(hd *handler) {
-		hd.decode = func(msg *message.Message) (any, error) {
-			var v T
-			payload, err := h.plaintext(msg)
-			if err != nil {
-				return nil, err
-			}
-			if err := decodePayload(h.cfg.Codec, info, msg.Metadata, payload, &v); err != nil {
-				return nil, err
-			}
-			return v, nil
-		}
+		hd.decode = decoder[T](h, info)
 		hd.call = func(ctx context.Context, msg *message.Message, v any, d *delivery) ([]*message.Message, error) {
 			return nil, fn(ctx, typedMessage[T](msg, v, hd, d))
 		}
@@ -112,17 +102,7 @@ func Pipe[In, Out any](h *Hub, from, to string, fn PipeFunc[In, Out], opts ...Ha
 	in := schemaOf[In](&h.schemas)
 	out := schemaOf[Out](&h.schemas)
 	return h.register(from, to, opts, func(hd *handler) {
-		hd.decode = func(msg *message.Message) (any, error) {
-			var v In
-			payload, err := h.plaintext(msg)
-			if err != nil {
-				return nil, err
-			}
-			if err := decodePayload(h.cfg.Codec, in, msg.Metadata, payload, &v); err != nil {
-				return nil, err
-			}
-			return v, nil
-		}
+		hd.decode = decoder[In](h, in)
 		hd.call = func(ctx context.Context, msg *message.Message, v any, d *delivery) ([]*message.Message, error) {
 			outs, err := fn(ctx, typedMessage[In](msg, v, hd, d))
 			if err != nil || len(outs) == 0 {
@@ -149,6 +129,21 @@ func Pipe[In, Out any](h *Hub, from, to string, fn PipeFunc[In, Out], opts ...Ha
 			return msgs, nil
 		}
 	})
+}
+
+// decoder decrypts, checks the schema, upcasts and decodes a payload of T.
+func decoder[T any](h *Hub, info *schemaInfo) func(*message.Message) (any, error) {
+	return func(msg *message.Message) (any, error) {
+		var v T
+		payload, err := h.plaintext(msg)
+		if err != nil {
+			return nil, err
+		}
+		if err := decodePayload(h.cfg.Codec, info, msg.Metadata, payload, &v); err != nil {
+			return nil, err
+		}
+		return v, nil
+	}
 }
 
 func typedMessage[T any](msg *message.Message, v any, hd *handler, d *delivery) Message[T] {
